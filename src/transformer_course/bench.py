@@ -1,0 +1,291 @@
+"""Benchmarks: figures printed and written to a JSON results file, never timed tests.
+
+    python -m transformer_course bench                 # CPU (and CUDA when present) -> results/bench-<device>.json
+
+Every results file records the machine (CPU model, cores, threads, GPU), the torch version and the date,
+so the book can say where each figure comes from. Peak memory on the CPU is the process's peak resident
+set size during the call, measured in a fresh process per point (Linux: VmHWM, reset through
+/proc/self/clear_refs); on CUDA it is ``torch.cuda.max_memory_allocated``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .accounting import human_bytes
+from .attention import SDPA_BACKENDS, BackendUnavailableError, attention
+from .config import ModelConfig
+from .generate import generate
+from .model import TransformerLM
+
+ATTN_SHAPE = dict(B=1, n_head=2, head_dim=64)  # small enough that naive fits in memory at T = 16k
+ATTN_LENGTHS = (1024, 2048, 4096, 8192, 16384)
+NAIVE_MEMORY_BUDGET = 8 * 1024**3  # skip naive points whose score matrices alone would exceed this
+
+
+def machine_info(device: str = "cpu") -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+# ------------------------------------------------------------------------------------------------
+# Attention: time and peak memory against sequence length
+# ------------------------------------------------------------------------------------------------
+def _rss_reset() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set size
+        return True
+    except OSError:
+        return False
+
+
+def _rss(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _attention_point(impl: str, T: int, causal: bool) -> dict:
+    """One measurement, run in a fresh process by ``bench_attention_cpu``."""
+    B, H, D = ATTN_SHAPE["B"], ATTN_SHAPE["n_head"], ATTN_SHAPE["head_dim"]
+    q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
+    fn = lambda: attention(q, k, v, causal=causal, impl=impl)
+    fn()  # warm-up (allocator, kernels)
+    if not _rss_reset():
+        raise RuntimeError("cannot reset the peak-RSS counter (/proc/self/clear_refs): Linux is needed")
+    base = _rss("VmRSS")
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    peak = _rss("VmHWM") - base
+    seconds = first if first > 2.0 else min(first, _time(fn, repeats=3))
+    return {"impl": impl, "T": T, "seconds": seconds, "peak_bytes": max(peak, 0)}
+
+
+def bench_attention_cpu(lengths=ATTN_LENGTHS, impls=("naive", "tiled", "sdpa"), causal: bool = True) -> list:
+    rows = []
+    for T in lengths:
+        for impl in impls:
+            scores = ATTN_SHAPE["B"] * ATTN_SHAPE["n_head"] * T * T * 4
+            if impl == "naive" and scores > NAIVE_MEMORY_BUDGET:
+                rows.append({"impl": impl, "T": T, "skipped": f"score matrix alone needs {human_bytes(scores)}"})
+                continue
+            cmd = [sys.executable, "-c",
+                   "import json, sys; from transformer_course.bench import _attention_point; "
+                   f"print(json.dumps(_attention_point({impl!r}, {T}, {causal})))"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                rows.append({"impl": impl, "T": T, "skipped": f"failed: {done.stderr.strip().splitlines()[-1:]}"})
+                continue
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def bench_attention_cuda(lengths=ATTN_LENGTHS + (32768,), dtype=torch.bfloat16, causal: bool = True) -> list:
+    """Every SDPA backend and the two teaching implementations on the GPU: time, TFLOP/s, peak memory."""
+    B, H, D = 4, 16, 64
+    sync = torch.cuda.synchronize
+    rows = []
+    for T in lengths:
+        q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dtype) for _ in range(3))
+        # FLOPs of q·kᵀ and weights·v; a causal kernel skips half of them (the FlashAttention papers' convention)
+        flops = 4 * B * H * T * T * D / (2 if causal else 1)
+        for impl, backend in [("sdpa", b) for b in SDPA_BACKENDS] + [("naive", None), ("tiled", None)]:
+            name = f"sdpa-{backend}" if backend else impl
+            if impl == "naive" and B * H * T * T * 4 > NAIVE_MEMORY_BUDGET:
+                rows.append({"impl": name, "T": T, "skipped": "score matrix too large"})
+                continue
+            fn = lambda: attention(q, k, v, causal=causal, impl=impl, backend=backend,
+                                   block_size=1024 if impl == "tiled" else 256)
+            try:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                seconds = _time(fn, repeats=5, sync=sync)
+                peak = torch.cuda.max_memory_allocated() - base
+            except (BackendUnavailableError, torch.cuda.OutOfMemoryError) as err:
+                rows.append({"impl": name, "T": T, "skipped": str(err).split(". ")[0]})
+                continue
+            rows.append({"impl": name, "T": T, "seconds": seconds, "tflops": flops / seconds / 1e12, "peak_bytes": peak})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoding: tokens per second with and without the KV cache
+# ------------------------------------------------------------------------------------------------
+def bench_decode(preset: str = "tiny-llama", new_tokens: int = 1024, device: str = "cpu",
+                 compare_transformers: bool = True) -> list:
+    config = ModelConfig.from_name(preset)
+    torch.manual_seed(0)
+    model = TransformerLM(config, device=device).eval()
+    prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rows = []
+    for use_cache in (True, False):
+        seconds = _time(lambda: generate(model, prompt, new_tokens, use_cache=use_cache), repeats=1, sync=sync)
+        rows.append({"impl": "transformer_course " + ("with KV cache" if use_cache else "without cache"),
+                     "new_tokens": new_tokens, "seconds": seconds, "tokens_per_second": new_tokens / seconds})
+    if compare_transformers:
+        rows.extend(_decode_transformers(config, model, new_tokens, device, sync))
+    return rows
+
+
+def _decode_transformers(config: ModelConfig, model: TransformerLM, new_tokens: int, device: str, sync) -> list:
+    """The same Llama configuration and weights in Hugging Face transformers, if it is installed."""
+    try:
+        import transformers
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError:
+        return [{"impl": "transformers", "skipped": "not installed (pip install transformers to compare)"}]
+    if config.position != "rope" or config.activation != "swiglu" or config.norm != "rmsnorm" or config.rope_layout != "half":
+        return [{"impl": "transformers", "skipped": f"{config.name} is not a Llama-style preset"}]
+    hf_config = LlamaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.n_embd, intermediate_size=config.ffn_hidden,
+        num_hidden_layers=config.n_layer, num_attention_heads=config.n_head, num_key_value_heads=config.n_kv_head,
+        max_position_embeddings=max(config.context_length, new_tokens + 1), rope_theta=config.rope_base,
+        rms_norm_eps=config.norm_eps, tie_word_embeddings=config.tie_embeddings, attention_bias=config.bias)
+    hf = LlamaForCausalLM(hf_config).to(device).eval()
+    hf.load_state_dict(to_hf_llama_state_dict(model.state_dict(), config.n_layer), strict=False)
+    prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
+    kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True, pad_token_id=None)
+    ours = generate(model, prompt, 64)
+    with torch.no_grad():
+        theirs = hf.generate(prompt, max_new_tokens=64, min_new_tokens=64, **kwargs)
+    same = bool(torch.equal(ours, theirs))
+
+    def run():
+        with torch.no_grad():
+            hf.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
+
+    seconds = _time(run, repeats=1, sync=sync)
+    return [{"impl": f"transformers {transformers.__version__} (LlamaForCausalLM.generate, KV cache)",
+             "new_tokens": new_tokens, "seconds": seconds, "tokens_per_second": new_tokens / seconds,
+             "same_tokens_as_ours_first_64": same}]
+
+
+def to_hf_llama_state_dict(state: dict, n_layer: int) -> dict:
+    """Our TransformerLM keys -> Hugging Face LlamaForCausalLM keys (both use the half-split RoPE layout)."""
+    out = {"model.embed_tokens.weight": state["embed.tok_emb.weight"], "model.norm.weight": state["backbone.norm_f.weight"],
+           "lm_head.weight": state["lm_head.weight"]}
+    for i in range(n_layer):
+        ours, theirs = f"backbone.blocks.{i}.", f"model.layers.{i}."
+        out[theirs + "input_layernorm.weight"] = state[ours + "norm1.weight"]
+        out[theirs + "post_attention_layernorm.weight"] = state[ours + "norm2.weight"]
+        for p in ("q", "k", "v", "o"):
+            out[theirs + f"self_attn.{p}_proj.weight"] = state[ours + f"attn.{p}_proj.weight"]
+        for p in ("gate", "up", "down"):
+            out[theirs + f"mlp.{p}_proj.weight"] = state[ours + f"ffn.{p}.weight"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Driver
+# ------------------------------------------------------------------------------------------------
+def run_all(out_dir: Path = Path("results"), quick: bool = False, device: Optional[str] = None) -> Path:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lengths = ATTN_LENGTHS[:2] if quick else ATTN_LENGTHS
+    new_tokens = 128 if quick else 1024
+    results = {"machine": machine_info(device), "attention_shape": dict(ATTN_SHAPE, causal=True)}
+    results["attention_cpu"] = bench_attention_cpu(lengths)
+    if device == "cuda":
+        results["attention_cuda"] = bench_attention_cuda(lengths if quick else ATTN_LENGTHS + (32768,))
+    results["decode"] = bench_decode(new_tokens=new_tokens, device=device)
+    results["targets"] = check_targets(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"bench-{device}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+def check_targets(results: dict) -> dict:
+    """The issue's targets, evaluated on the measured figures (None where a point is missing)."""
+    def point(rows, impl, T, key):
+        return next((r.get(key) for r in rows if r.get("impl") == impl and r.get("T") == T), None)
+
+    rows = results["attention_cpu"]
+    naive, tiled = point(rows, "naive", 8192, "peak_bytes"), point(rows, "tiled", 8192, "peak_bytes")
+    decode = {r["impl"]: r.get("tokens_per_second") for r in results["decode"]}
+    cached = decode.get("transformer_course with KV cache")
+    uncached = decode.get("transformer_course without cache")
+    hf = next((v for k, v in decode.items() if k.startswith("transformers ") and v), None)
+    return {
+        "tiled_peak_over_naive_peak_at_8192": (tiled / naive) if naive and tiled is not None else None,
+        "tiled_peak_at_most_1_16_of_naive": (tiled * 16 <= naive) if naive and tiled is not None else None,
+        "cache_speedup": (cached / uncached) if cached and uncached else None,
+        "cache_at_least_10x": (cached >= 10 * uncached) if cached and uncached else None,
+        "cached_over_transformers": (cached / hf) if cached and hf else None,
+        "cached_at_least_as_fast_as_transformers": (cached >= hf) if cached and hf else None,
+    }
+
+
+def format_table(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"machine: {m['cpu']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads)"
+             + (f", GPU {m['gpu']}" if "gpu" in m else "") + f"; torch {m['torch']}; {m['date']}", ""]
+    shape = results["attention_shape"]
+    lines.append(f"attention on CPU, causal, B={shape['B']} n_head={shape['n_head']} head_dim={shape['head_dim']}, float32")
+    lines.append(f"{'impl':<8}{'T':>8}{'time':>12}{'peak memory':>16}")
+    for r in results["attention_cpu"]:
+        if "skipped" in r:
+            lines.append(f"{r['impl']:<8}{r['T']:>8}   skipped: {r['skipped']}")
+        else:
+            lines.append(f"{r['impl']:<8}{r['T']:>8}{r['seconds'] * 1e3:>10.1f} ms{human_bytes(r['peak_bytes']):>16}")
+    if "attention_cuda" in results:
+        lines += ["", f"attention on {m.get('gpu')}, causal, bf16", f"{'impl':<16}{'T':>8}{'time':>12}{'TFLOP/s':>10}{'peak':>14}"]
+        for r in results["attention_cuda"]:
+            if "skipped" in r:
+                lines.append(f"{r['impl']:<16}{r['T']:>8}   skipped: {r['skipped']}")
+            else:
+                lines.append(f"{r['impl']:<16}{r['T']:>8}{r['seconds'] * 1e3:>10.2f} ms{r['tflops']:>10.1f}"
+                             f"{human_bytes(r['peak_bytes']):>14}")
+    lines += ["", "decoding, batch 1, greedy"]
+    for r in results["decode"]:
+        if "skipped" in r:
+            lines.append(f"  {r['impl']}: skipped ({r['skipped']})")
+        else:
+            lines.append(f"  {r['impl']:<70}{r['tokens_per_second']:>8.0f} tokens/s ({r['new_tokens']} new tokens)")
+    lines += ["", "targets:"] + [f"  {k}: {v if not isinstance(v, float) else round(v, 4)}" for k, v in results["targets"].items()]
+    return "\n".join(lines)
