@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer_course.layers import FeedForward, LayerNorm, RMSNorm, SwiGLU
+from transformer_course.layers import FeedForward, LayerNorm, RMSNorm, SwiGLU, layer_norm_explicit, rms_norm_explicit
 from transformer_course.moe import MixtureOfExperts
 
 
@@ -17,6 +17,7 @@ def test_layernorm_matches_torch():
         ref.weight.copy_(ours.weight)
         ref.bias.copy_(ours.bias)
     torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer_norm_explicit(x, ours.weight, ours.bias, 1e-5), ref(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(LayerNorm(32, bias=False)(x), F.layer_norm(x, (32,)), atol=1e-5, rtol=1e-5)
 
 
@@ -27,6 +28,7 @@ def test_rmsnorm_matches_torch():
         ours.weight.normal_()
         ref.weight.copy_(ours.weight)
     torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rms_norm_explicit(x, ours.weight, 1e-6), ref(x), atol=1e-5, rtol=1e-5)
 
 
 def test_norms_compute_in_float32_and_return_input_dtype():

@@ -24,6 +24,7 @@ import torch
 from .accounting import human_bytes
 from .attention import SDPA_BACKENDS, BackendUnavailableError, attention
 from .config import ModelConfig
+from .convert import llama_to_hf
 from .generate import generate
 from .model import TransformerLM
 
@@ -188,7 +189,7 @@ def _decode_transformers(config: ModelConfig, model: TransformerLM, new_tokens: 
         max_position_embeddings=max(config.context_length, new_tokens + 1), rope_theta=config.rope_base,
         rms_norm_eps=config.norm_eps, tie_word_embeddings=config.tie_embeddings, attention_bias=config.bias)
     hf = LlamaForCausalLM(hf_config).to(device).eval()
-    hf.load_state_dict(to_hf_llama_state_dict(model.state_dict(), config.n_layer), strict=False)
+    hf.load_state_dict(llama_to_hf(model.state_dict(), config.n_layer))
     prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
     kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True, pad_token_id=None)
     ours = generate(model, prompt, 64)
@@ -204,21 +205,6 @@ def _decode_transformers(config: ModelConfig, model: TransformerLM, new_tokens: 
     return [{"impl": f"transformers {transformers.__version__} (LlamaForCausalLM.generate, KV cache)",
              "new_tokens": new_tokens, "seconds": seconds, "tokens_per_second": new_tokens / seconds,
              "same_tokens_as_ours_first_64": same}]
-
-
-def to_hf_llama_state_dict(state: dict, n_layer: int) -> dict:
-    """Our TransformerLM keys -> Hugging Face LlamaForCausalLM keys (both use the half-split RoPE layout)."""
-    out = {"model.embed_tokens.weight": state["embed.tok_emb.weight"], "model.norm.weight": state["backbone.norm_f.weight"],
-           "lm_head.weight": state["lm_head.weight"]}
-    for i in range(n_layer):
-        ours, theirs = f"backbone.blocks.{i}.", f"model.layers.{i}."
-        out[theirs + "input_layernorm.weight"] = state[ours + "norm1.weight"]
-        out[theirs + "post_attention_layernorm.weight"] = state[ours + "norm2.weight"]
-        for p in ("q", "k", "v", "o"):
-            out[theirs + f"self_attn.{p}_proj.weight"] = state[ours + f"attn.{p}_proj.weight"]
-        for p in ("gate", "up", "down"):
-            out[theirs + f"mlp.{p}_proj.weight"] = state[ours + f"ffn.{p}.weight"]
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -50,6 +50,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    from .train import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    kwargs = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    model = dict(_parse_assignment(a) for a in args.set)
+    if args.rope_scaling:
+        model["rope_scaling"] = _parse_rope_scaling(args.rope_scaling)
+    result = train(TrainConfig(model=model, **kwargs), resume=args.resume)
+    print(f"final validation loss {result.val_loss:.4f} nats/byte = {result.val_loss / 0.6931471805599453:.4f} "
+          f"bits/byte after {result.seconds / 60:.1f} min" + (f"; checkpoint in {args.out_dir}" if args.out_dir else ""))
+    return 0
+
+
+def _parse_assignment(text: str):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--set expects KEY=VALUE (for example n_layer=2), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _parse_rope_scaling(text: str) -> dict:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise SystemExit(f"--rope-scaling expects KIND:FACTOR:ORIGINAL_CONTEXT (for example linear:4:256), got {text!r}")
+    return {"kind": parts[0], "factor": float(parts[1]), "original_context_length": int(parts[2])}
+
+
+def cmd_long_context(args: argparse.Namespace) -> int:
+    from .long_context import main as study
+
+    path = study(out_dir=args.out_dir, base=args.model, fine_tune_steps=args.fine_tune_steps)
+    print(f"written to {path} and {path.with_suffix('.png')}")
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .pretrained import write_card
+
+    print(f"written to {write_card(args.model)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m transformer_course",
                                      description="Tools of the course 'Transformer Architecture and Long Context'.")
@@ -63,12 +113,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_memory)
     p = sub.add_parser("presets", help="the preset table (layers, width, heads, context, parameters)")
     p.set_defaults(func=cmd_presets)
+    p = sub.add_parser("train", help="train a model on the standard-library corpus (AdamW, cosine schedule)")
+    _add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("long-context", help="context-extension study of a shipped model; writes results/long_context-cpu.*")
+    p.add_argument("--model", default="course-llama", help="shipped model name or checkpoint folder")
+    p.add_argument("--fine-tune-steps", type=_positive, default=200, help="steps of each fine-tune at 4x length")
+    p.add_argument("--out-dir", default="results")
+    p.set_defaults(func=cmd_long_context)
+    p = sub.add_parser("card", help="(re)write the model card of a trained checkpoint from its files")
+    p.add_argument("model", help="shipped model name or checkpoint folder")
+    p.set_defaults(func=cmd_card)
     p = sub.add_parser("bench", help="attention and decoding benchmarks; writes results/bench-<device>.json")
     p.add_argument("--quick", action="store_true", help="short lengths only (a smoke run)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if present, else cpu")
     p.add_argument("--out-dir", default="results", help="folder for the JSON results (default results/)")
     p.set_defaults(func=cmd_bench)
     return parser
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from .train import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model":
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                       help=f"default {default}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a ModelConfig field of the preset, e.g. --set n_layer=2 (repeatable)")
+    p.add_argument("--rope-scaling", metavar="KIND:FACTOR:L", help="e.g. linear:4:256 (kinds: linear, ntk, dynamic_ntk, yarn)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
 
 
 def _positive(text: str) -> int:

@@ -12,7 +12,7 @@ The published presets are copied from the models' released configuration files (
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from .positions import RopeScaling
@@ -105,10 +105,10 @@ class ModelConfig:
             raise ValueError(f"ffn_hidden={self.ffn_hidden} must be positive.")
         if self.position == "rope" and self.head_dim % 2:
             raise ValueError(f"RoPE rotates pairs of dimensions: head_dim={self.head_dim} must be even.")
+        if isinstance(self.rope_scaling, dict):  # from JSON (checkpoints, the command line)
+            self.rope_scaling = RopeScaling(**self.rope_scaling)
         if self.rope_scaling is not None and self.position != "rope":
             raise ValueError(f"rope_scaling is set but position={self.position!r}; set position='rope' or drop it.")
-        if isinstance(self.rope_scaling, dict):
-            self.rope_scaling = RopeScaling(**self.rope_scaling)
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"sliding_window={self.sliding_window} must be a positive width, or None.")
         if self.n_expert < 0 or (self.n_expert and not 1 <= self.n_expert_active <= self.n_expert):

@@ -45,7 +45,7 @@ def sample_next(logits: Tensor, *, temperature: float = 0.0, top_k: Optional[int
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model: TransformerLM, idx: Tensor, max_new_tokens: int, *, use_cache: bool = True,
              temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
              generator: Optional[torch.Generator] = None) -> Tensor:

@@ -4,7 +4,8 @@ Shapes: x is (B, T, C) with C = n_embd; every layer here acts on the last dimens
 position is processed independently ("position-wise").
 
 Norms compute in float32 and cast back to the input dtype (bfloat16 statistics are too coarse).
-The explicit formulas are written out; tests tie them to ``nn.LayerNorm`` and ``nn.RMSNorm``.
+Each norm's formula is written out in a function (``layer_norm_explicit``, ``rms_norm_explicit``) beside
+the module, which calls PyTorch's fused kernel; tests tie the three together (formula, module, ``nn.*``).
 """
 from __future__ import annotations
 
@@ -26,13 +27,17 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        mean = h.mean(dim=-1, keepdim=True)
-        var = (h - mean).pow(2).mean(dim=-1, keepdim=True)
-        h = (h - mean) * torch.rsqrt(var + self.eps) * self.weight.float()
-        if self.bias is not None:
-            h = h + self.bias.float()
-        return h.to(x.dtype)
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), x.shape[-1:], self.weight.float(), bias, self.eps).to(x.dtype)
+
+
+def layer_norm_explicit(x: Tensor, weight: Tensor, bias, eps: float) -> Tensor:
+    """The formula of ``LayerNorm`` written out; ``LayerNorm`` calls PyTorch's fused kernel (tests tie them)."""
+    h = x.float()
+    mean = h.mean(dim=-1, keepdim=True)
+    var = (h - mean).pow(2).mean(dim=-1, keepdim=True)  # biased: divide by C
+    h = (h - mean) * torch.rsqrt(var + eps) * weight.float()
+    return (h if bias is None else h + bias.float()).to(x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -44,9 +49,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (h * self.weight.float()).to(x.dtype)
+        return F.rms_norm(x.float(), x.shape[-1:], self.weight.float(), self.eps).to(x.dtype)
+
+
+def rms_norm_explicit(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """The formula of ``RMSNorm`` written out; ``RMSNorm`` calls PyTorch's fused kernel (tests tie them)."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (h * weight.float()).to(x.dtype)
 
 
 def make_norm(kind: str, dim: int, eps: float, bias: bool, *, device=None, dtype=None) -> nn.Module:

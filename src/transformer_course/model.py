@@ -57,7 +57,7 @@ class TransformerBlock(nn.Module):
                                         c.bias, **kw)
         else:
             self.ffn = make_ffn(c.activation, c.n_embd, c.ffn_hidden, c.bias, **kw)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
 
     def _residual(self, x: Tensor, norm: nn.Module, f) -> Tensor:
         if self.pre_norm:
@@ -144,6 +144,15 @@ def _init_weights(model: nn.Module, n_layer: int) -> None:
             nn.init.zeros_(p)
 
 
+def _finish_model(model: nn.Module, n_layer: int, *, device=None, dtype=None) -> None:
+    """Add the output layer (tied to the token embedding when the config says so) and initialise weights."""
+    c = model.config
+    model.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False, device=device, dtype=dtype)
+    _init_weights(model, n_layer)
+    if c.tie_embeddings:
+        model.lm_head.weight = model.embed.tok_emb.weight
+
+
 class TransformerLM(nn.Module):
     """Decoder-only causal language model: ``forward(idx)`` maps (B, T) ids to (B, T, vocab) logits.
 
@@ -160,10 +169,7 @@ class TransformerLM(nn.Module):
         self.config = c
         self.embed = _Embedding(c, **kw)
         self.backbone = _Backbone(c, c.n_layer, causal=True, cross=False, attn_impl=attn_impl, **kw)
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False, **kw)
-        _init_weights(self, c.n_layer)
-        if c.tie_embeddings:
-            self.lm_head.weight = self.embed.tok_emb.weight
+        _finish_model(self, c.n_layer, **kw)
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -234,10 +240,7 @@ class TransformerEncoder(nn.Module):
         self.config = c
         self.embed = _Embedding(c, **kw)
         self.backbone = _Backbone(c, c.n_layer, causal=False, cross=False, attn_impl=attn_impl, **kw)
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False, **kw)
-        _init_weights(self, c.n_layer)
-        if c.tie_embeddings:
-            self.lm_head.weight = self.embed.tok_emb.weight
+        _finish_model(self, c.n_layer, **kw)
 
     def encode(self, idx: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         """(B, T) -> hidden states (B, T, C)."""
@@ -264,10 +267,7 @@ class EncoderDecoderLM(nn.Module):
         n_enc = c.n_layer if n_encoder_layer is None else n_encoder_layer
         self.encoder = _Backbone(c, n_enc, causal=False, cross=False, attn_impl=attn_impl, **kw)
         self.decoder = _Backbone(c, c.n_layer, causal=True, cross=True, attn_impl=attn_impl, **kw)
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False, **kw)
-        _init_weights(self, c.n_layer + n_enc)
-        if c.tie_embeddings:
-            self.lm_head.weight = self.embed.tok_emb.weight
+        _finish_model(self, c.n_layer + n_enc, **kw)
 
     def forward(self, src: Tensor, tgt: Tensor, src_lengths: Optional[Tensor] = None) -> Tensor:
         src_mask = None if src_lengths is None else padding_mask(src_lengths, src.shape[1])  # (B, 1, 1, S)

@@ -1,0 +1,253 @@
+"""Training a language model on the course corpus, on a CPU, repeatably.
+
+    from transformer_course.train import TrainConfig, train
+    result = train(TrainConfig(preset="tiny-llama", steps=300, out_dir="checkpoints/demo"))
+
+or ``python -m transformer_course train --preset tiny-llama --steps 300 --out-dir checkpoints/demo``.
+
+AdamW with linear warm-up and cosine decay, gradient clipping, periodic validation, a progress bar
+with loss and tokens per second, checkpoints in safetensors with the model config beside them as JSON.
+
+Repeatable: the batch of step s depends only on (seed, s), never on what ran before, so a run resumed
+from a checkpoint continues exactly as the uninterrupted run would have (bit for bit on a CPU: tests
+check it). Validation always uses the same windows of the "val" split.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .config import ModelConfig
+from .data import load_split, passkey_training_text, random_batch
+from .model import TransformerLM
+
+log = logging.getLogger(__name__)
+VAL_SEED = 1234
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved in every checkpoint).
+
+    preset/model: the model, as a preset name with ``model`` overrides (e.g. ``{"n_layer": 2}``).
+    init_from: a checkpoint folder or a shipped model name to start from (fine-tuning); its config is
+        used, updated by ``model`` (e.g. a longer ``context_length`` and a ``rope_scaling``).
+    passkey_fraction: share of the sequences in each batch replaced by passkey prompts with their answer.
+    """
+
+    preset: str = "tiny-llama"
+    model: dict = field(default_factory=dict)
+    init_from: Optional[str] = None
+    steps: int = 1000
+    batch_size: int = 16
+    seq_len: int = 256
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 200
+    eval_batches: int = 16
+    passkey_fraction: float = 0.0
+    seed: int = 0
+    out_dir: Optional[str] = None
+    save_interval: int = 0  # 0: save only at the end
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "seq_len", "eval_interval", "eval_batches"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} must be a positive integer.")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"need 0 <= min_lr <= lr; got min_lr={self.min_lr}, lr={self.lr}.")
+        if not 0.0 <= self.passkey_fraction <= 1.0:
+            raise ValueError(f"passkey_fraction={self.passkey_fraction} must be in [0, 1].")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def batch_at(step: int, cfg: TrainConfig, data: Tensor) -> tuple:
+    """The training batch of ``step``: a pure function of (seed, step), so resuming repeats nothing."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    x, y = random_batch(data, cfg.batch_size, cfg.seq_len, gen)
+    n_passkey = round(cfg.passkey_fraction * cfg.batch_size)
+    if n_passkey:
+        rng = random.Random(cfg.seed * 1_000_003 + step)
+        for i in range(n_passkey):
+            seq = passkey_training_text(cfg.seq_len, rng)
+            x[i], y[i] = seq[:-1], seq[1:]
+    return x, y
+
+
+def lm_loss(model: TransformerLM, x: Tensor, y: Tensor) -> Tensor:
+    """Mean next-token cross-entropy in nats (divide by ln 2 for bits per byte with the byte tokenizer)."""
+    logits = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+@torch.no_grad()
+def evaluate(model: TransformerLM, data: Tensor, seq_len: int, batches: int, batch_size: int = 16) -> float:
+    """Mean loss (nats per token) on fixed windows of ``data`` (the same windows on every call)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(VAL_SEED)
+    total = 0.0
+    for _ in range(batches):
+        x, y = random_batch(data, batch_size, seq_len, gen)
+        total += lm_loss(model, x, y).item()
+    model.train(was_training)
+    return total / batches
+
+
+def make_optimizer(model: TransformerLM, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on norms, biases)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False, foreach=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+def save_checkpoint(out_dir, model: TransformerLM, *, optimizer=None, step: int = 0, train_config=None,
+                    history=None) -> Path:
+    """model.safetensors + config.json (+ train_state.pt and train_config.json when training)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        state.pop("lm_head.weight")  # the same tensor as embed.tok_emb.weight; safetensors stores it once
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(), "step": step}, out / "train_state.pt")
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(train_config), indent=2) + "\n")
+        (out / "history.json").write_text(json.dumps(history or [], indent=2) + "\n")
+    return out
+
+
+def load_checkpoint(path, *, device=None) -> TransformerLM:
+    """A TransformerLM from a folder holding model.safetensors and config.json."""
+    path = Path(path)
+    missing = [n for n in ("model.safetensors", "config.json") if not (path / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a checkpoint folder: {', '.join(missing)} missing.")
+    config = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
+    model = TransformerLM(config, device=device)
+    state = load_file(str(path / "model.safetensors"), device=str(device or "cpu"))
+    if config.tie_embeddings:
+        state["lm_head.weight"] = state["embed.tok_emb.weight"]
+    model.load_state_dict(state)
+    return model
+
+
+def _initial_model(cfg: TrainConfig) -> TransformerLM:
+    if cfg.init_from is None:
+        return TransformerLM(ModelConfig.from_name(cfg.preset, **cfg.model))
+    from .pretrained import resolve
+
+    base = load_checkpoint(resolve(cfg.init_from))
+    config = ModelConfig.from_dict({**base.config.to_dict(), **cfg.model})
+    model = TransformerLM(config)
+    model.load_state_dict(base.state_dict())
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    model: TransformerLM
+    history: list  # one dict per logged step: step, lr, train_loss, val_loss (at eval steps), tokens_per_second
+    val_loss: float
+    seconds: float
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data: Optional[dict] = None) -> TrainResult:
+    """Train per ``cfg``; with ``resume`` continue from the checkpoint in ``cfg.out_dir``.
+
+    data: optional {"train": tensor, "val": tensor} (tests pass small ones); default the stdlib corpus.
+    """
+    torch.manual_seed(cfg.seed)
+    data = data or {"train": load_split("train"), "val": load_split("val")}
+    model = _initial_model(cfg)
+    optimizer = make_optimizer(model, cfg)
+    start, history = 0, []
+    if resume:
+        if cfg.out_dir is None or not (Path(cfg.out_dir) / "train_state.pt").exists():
+            raise FileNotFoundError(f"resume=True but {cfg.out_dir}/train_state.pt does not exist: train without resume first.")
+        saved = load_checkpoint(cfg.out_dir)
+        model.load_state_dict(saved.state_dict())
+        state = torch.load(Path(cfg.out_dir) / "train_state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        history = json.loads((Path(cfg.out_dir) / "history.json").read_text())
+    model.train()
+    bar = _progress(range(start, cfg.steps), progress)
+    began, tokens, window_start = time.perf_counter(), 0, time.perf_counter()
+    val_loss = float("nan")
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = batch_at(step, cfg, data["train"])
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout, if any, is a function of the step too
+        loss = lm_loss(model, x, y) + (0.01 * model.aux_loss() if model.config.n_expert else 0.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        tokens += x.numel()
+        row = {"step": step + 1, "lr": lr, "train_loss": loss.item()}
+        last = step + 1 == cfg.steps
+        if (step + 1) % cfg.eval_interval == 0 or last:
+            val_loss = evaluate(model, data["val"], cfg.seq_len, cfg.eval_batches, cfg.batch_size)
+            row["val_loss"] = val_loss
+            row["tokens_per_second"] = tokens / (time.perf_counter() - window_start)
+            tokens, window_start = 0, time.perf_counter()
+            log.info("step %d: train %.3f, val %.3f nats", step + 1, row["train_loss"], val_loss)
+        history.append(row)
+        if hasattr(bar, "set_postfix"):
+            shown = {"loss": f"{row['train_loss']:.3f}", "val": "-" if math.isnan(val_loss) else f"{val_loss:.3f}"}
+            if "tokens_per_second" in row:
+                shown["tok/s"] = f"{row['tokens_per_second']:.0f}"
+            bar.set_postfix(shown, refresh=False)
+        if cfg.out_dir and (last or (cfg.save_interval and (step + 1) % cfg.save_interval == 0)):
+            save_checkpoint(cfg.out_dir, model, optimizer=optimizer, step=step + 1, train_config=cfg, history=history)
+    seconds = time.perf_counter() - began
+    if cfg.out_dir:
+        from .bench import machine_info
+
+        summary = {"val_loss": val_loss, "val_bits_per_byte": val_loss / math.log(2), "seconds": seconds,
+                   "steps": cfg.steps, "resumed_from_step": start, "machine": machine_info()}
+        (Path(cfg.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(model=model.eval(), history=history, val_loss=val_loss, seconds=seconds)
+
+
+def _progress(steps, enabled: bool):
+    if not enabled:
+        return steps
+    from tqdm.auto import tqdm
+
+    return tqdm(steps, desc="training", unit="step", dynamic_ncols=True)
