@@ -208,6 +208,32 @@ def _decode_transformers(config: ModelConfig, model: TransformerLM, new_tokens: 
 
 
 # ------------------------------------------------------------------------------------------------
+# Training throughput
+# ------------------------------------------------------------------------------------------------
+def bench_train(presets=("tiny-gpt", "tiny-llama"), steps: int = 20, batch_size: int = 16, seq_len: int = 256) -> list:
+    """Training tokens per second (forward, backward, AdamW step) on the course corpus."""
+    from .data import load_split
+    from .train import TrainConfig, train
+
+    data = {"train": load_split("train"), "val": load_split("val")}
+    rows = []
+    for preset in presets:
+        cfg = TrainConfig(preset=preset, steps=steps + 6, batch_size=batch_size, seq_len=seq_len, warmup_steps=1,
+                          eval_interval=steps + 6, eval_batches=1)
+        marks = {}
+
+        def mark(step):  # time steps 5 .. steps + 4: after a warm-up of five, before the final evaluation
+            marks[step] = time.perf_counter()
+
+        result = train(cfg, progress=False, data=data, on_step=mark)
+        seconds = marks[steps + 5] - marks[5]
+        rows.append({"preset": preset, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
+                     "tokens_per_second": steps * batch_size * seq_len / seconds,
+                     "parameters": sum(p.numel() for p in result.model.parameters())})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------
 def run_all(out_dir: Path = Path("results"), quick: bool = False, device: Optional[str] = None) -> Path:
@@ -219,6 +245,7 @@ def run_all(out_dir: Path = Path("results"), quick: bool = False, device: Option
     if device == "cuda":
         results["attention_cuda"] = bench_attention_cuda(lengths if quick else ATTN_LENGTHS + (32768,))
     results["decode"] = bench_decode(new_tokens=new_tokens, device=device)
+    results["train"] = bench_train(steps=5 if quick else 20)
     results["targets"] = check_targets(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench-{device}{'-quick' if quick else ''}.json"
@@ -273,5 +300,8 @@ def format_table(results: dict) -> str:
             lines.append(f"  {r['impl']}: skipped ({r['skipped']})")
         else:
             lines.append(f"  {r['impl']:<70}{r['tokens_per_second']:>8.0f} tokens/s ({r['new_tokens']} new tokens)")
+    lines += ["", "training (forward, backward, AdamW), batch of 16 x 256 tokens"]
+    for r in results.get("train", []):
+        lines.append(f"  {r['preset']:<12}{r['parameters']:>12,} parameters{r['tokens_per_second']:>10.0f} tokens/s")
     lines += ["", "targets:"] + [f"  {k}: {v if not isinstance(v, float) else round(v, 4)}" for k, v in results["targets"].items()]
     return "\n".join(lines)

@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -184,10 +184,12 @@ class TrainResult:
     seconds: float
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data: Optional[dict] = None) -> TrainResult:
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data: Optional[dict] = None,
+          on_step: Optional[Callable[[int], None]] = None) -> TrainResult:
     """Train per ``cfg``; with ``resume`` continue from the checkpoint in ``cfg.out_dir``.
 
     data: optional {"train": tensor, "val": tensor} (tests pass small ones); default the stdlib corpus.
+    on_step: called with the step index before each step (the benchmark times steps with it).
     """
     torch.manual_seed(cfg.seed)
     data = data or {"train": load_split("train"), "val": load_split("val")}
@@ -208,6 +210,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data
     began, tokens, window_start = time.perf_counter(), 0, time.perf_counter()
     val_loss = float("nan")
     for step in bar:
+        if on_step is not None:
+            on_step(step)
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
