@@ -113,9 +113,9 @@ def plot(results: dict, path: Path) -> None:
         rows = [r for r in results["fine_tuned"] if r["method"] == kind]
         ax.plot([r["length"] for r in rows], [r["bits_per_byte"] for r in rows], "s--", label=f"{kind} (fine-tuned)")
     ax.axvline(L, color="grey", lw=0.8)
-    ax.set(xscale="log", xlabel="context length (tokens = bytes)", ylabel="bits per byte (lower is better)",
+    ax.set(xlabel="context length (tokens = bytes)", ylabel="bits per byte (lower is better)",
            title="Held-out loss by context length")
-    ax.set_xticks(results["lengths"], [str(n) for n in results["lengths"]])
+    _length_axis(ax, results["lengths"])
     ax.legend(fontsize=7)
     ax = axes[1]
     for name, curve in results["loss_by_position"].items():
@@ -133,14 +133,23 @@ def plot(results: dict, path: Path) -> None:
         for r in rows:
             by_len.setdefault(r["length"], []).append(r["accuracy"])
         ax.plot(list(by_len), [sum(v) / len(v) for v in by_len.values()], "o-", label=name)
-    ax.set(xscale="log", xlabel="prompt length (tokens)", ylabel="passkey accuracy (mean over depths)",
+    ax.set(xlabel="prompt length (tokens)", ylabel="passkey accuracy (mean over depths)",
            title="Passkey retrieval", ylim=(-0.05, 1.05))
-    ax.set_xticks(results["lengths"], [str(n) for n in results["lengths"]])
+    _length_axis(ax, results["lengths"])
     ax.legend(fontsize=7)
     fig.suptitle(f"{results['model']} trained at {L} tokens; {results['machine']['cpu']}, {results['machine']['date'][:10]}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _length_axis(ax, lengths) -> None:
+    """Log-2 axis labelled at the evaluated lengths only."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def main(out_dir: str = "results", **kwargs) -> Path:
