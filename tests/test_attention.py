@@ -195,15 +195,17 @@ def test_bad_arguments_say_what_to_do():
 
 def test_forced_backend_that_cannot_run_raises_instead_of_falling_back():
     q, k, v = qkv()
-    if torch.cuda.is_available():
-        pytest.skip("on a CUDA machine the CPU refusal does not apply; see test_cuda.py")
     with pytest.raises(BackendUnavailableError, match="cannot run these inputs"):
         attention(q, k, v, backend="cudnn")
     with pytest.raises(BackendUnavailableError, match="To run anyway"):
         attention(q, k, v, backend="efficient")
 
 
-def test_forced_math_backend_runs_and_matches():
+@pytest.mark.parametrize("backend", ["math", "flash"])  # PyTorch's CPU "flash" kernel takes float32 and masks
+def test_forced_backends_that_can_run_match(backend):
     q, k, v = qkv(n_kv_head=2)
-    torch.testing.assert_close(attention(q, k, v, causal=True, backend="math"), sdpa_oracle(q, k, v, is_causal=True),
+    torch.testing.assert_close(attention(q, k, v, causal=True, backend=backend), sdpa_oracle(q, k, v, is_causal=True),
                                atol=ATOL, rtol=0)
+    mask = build_mask(19, 19, causal=True, window=4)
+    torch.testing.assert_close(attention(q, k, v, causal=True, window=4, backend=backend),
+                               sdpa_oracle(q, k, v, attn_mask=mask), atol=ATOL, rtol=0)

@@ -153,6 +153,8 @@ def attention(
         impl: "naive", "tiled" or "sdpa".
         backend: with impl="sdpa", force one SDPA kernel: "flash", "efficient", "math" or "cudnn".
             If that kernel cannot run these inputs, ``BackendUnavailableError`` says why; nothing falls back.
+            On CUDA, "flash" is FlashAttention(-2) and needs float16/bfloat16 and no explicit mask. On the CPU,
+            PyTorch ships its own tiled ("flash") kernel that also takes float32 and masks, so it runs there.
         block_size: with impl="tiled", the query and key/value block size.
 
     A query that may attend to no key at all (a fully masked row) gets an output of zeros from

@@ -74,7 +74,7 @@ class TransformerBlock(nn.Module):
 
 
 class _Backbone(nn.Module):
-    """Embeddings, positions, a stack of blocks and the final norm; shared by the three models."""
+    """RoPE tables (if any), a stack of blocks and the final norm; the three models share it."""
 
     def __init__(self, config: ModelConfig, n_layer: int, *, causal: bool, cross: bool, attn_impl: str,
                  device=None, dtype=None):
