@@ -55,3 +55,20 @@ def test_attention_benchmark_measures_less_memory_for_tiled():
                "attention_cpu": rows, "decode": []}
     results["targets"] = check_targets(results)
     assert "naive" in format_table(results)
+
+
+def test_train_command_writes_a_checkpoint_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--steps", "3", "--batch-size", "2", "--seq-len", "16", "--eval-interval", "3", "--eval-batches", "1",
+            "--set", "n_layer=1", "--set", "context_length=32", "--rope-scaling", "linear:2:16", "--out-dir", str(out)]
+    assert main(args) == 0
+    assert "final validation loss" in capsys.readouterr().out
+    assert {"model.safetensors", "config.json", "train_state.pt", "summary.json"} <= {p.name for p in out.iterdir()}
+    from transformer_course.train import load_checkpoint
+    config = load_checkpoint(out).config
+    assert config.n_layer == 1 and config.rope_scaling.kind == "linear" and config.rope_scaling.factor == 2.0
+    args[args.index("--steps") + 1] = "5"
+    assert main(args + ["--resume"]) == 0
+    assert '"resumed_from_step": 3' in (out / "summary.json").read_text()
+    with pytest.raises(SystemExit, match="KIND:FACTOR"):
+        main(args[:-2] + ["--rope-scaling", "linear"])

@@ -86,8 +86,11 @@ def _parse_rope_scaling(text: str) -> dict:
 
 
 def cmd_long_context(args: argparse.Namespace) -> int:
-    from .long_context import main as study
+    from .long_context import main as study, main_budget
 
+    if args.budget:
+        print(f"written to {main_budget(out_dir=args.out_dir, base=args.model)}")
+        return 0
     path = study(out_dir=args.out_dir, base=args.model, fine_tune_steps=args.fine_tune_steps)
     print(f"written to {path} and {path.with_suffix('.png')}")
     return 0
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("long-context", help="context-extension study of a shipped model; writes results/long_context-cpu.*")
     p.add_argument("--model", default="course-llama", help="shipped model name or checkpoint folder")
     p.add_argument("--fine-tune-steps", type=_positive, default=200, help="steps of each fine-tune at 4x length")
+    p.add_argument("--budget", action="store_true", help="instead: loss at 4x after 20, 50, 100 fine-tune steps per method")
     p.add_argument("--out-dir", default="results")
     p.set_defaults(func=cmd_long_context)
     p = sub.add_parser("card", help="(re)write the model card of a trained checkpoint from its files")

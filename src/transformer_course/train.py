@@ -223,20 +223,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         tokens += x.numel()
+        rate = tokens / (time.perf_counter() - window_start)  # training tokens per second since the last evaluation
         row = {"step": step + 1, "lr": lr, "train_loss": loss.item()}
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.eval_interval == 0 or last:
+            row["tokens_per_second"] = rate
             val_loss = evaluate(model, data["val"], cfg.seq_len, cfg.eval_batches, cfg.batch_size)
             row["val_loss"] = val_loss
-            row["tokens_per_second"] = tokens / (time.perf_counter() - window_start)
             tokens, window_start = 0, time.perf_counter()
-            log.info("step %d: train %.3f, val %.3f nats", step + 1, row["train_loss"], val_loss)
+            log.info("step %d: train %.3f, val %.3f nats, %.0f tokens/s", step + 1, row["train_loss"], val_loss, rate)
         history.append(row)
         if hasattr(bar, "set_postfix"):
-            shown = {"loss": f"{row['train_loss']:.3f}", "val": "-" if math.isnan(val_loss) else f"{val_loss:.3f}"}
-            if "tokens_per_second" in row:
-                shown["tok/s"] = f"{row['tokens_per_second']:.0f}"
-            bar.set_postfix(shown, refresh=False)
+            bar.set_postfix({"loss": f"{row['train_loss']:.3f}", "val": "-" if math.isnan(val_loss) else f"{val_loss:.3f}",
+                             "tok/s": f"{rate:.0f}"}, refresh=False)
         if cfg.out_dir and (last or (cfg.save_interval and (step + 1) % cfg.save_interval == 0)):
             save_checkpoint(cfg.out_dir, model, optimizer=optimizer, step=step + 1, train_config=cfg, history=history)
     seconds = time.perf_counter() - began
