@@ -353,3 +353,14 @@ def test_bad_arguments_raise_informative_errors():
         RotaryEmbedding(8)(torch.tensor([0.5]))
     with pytest.raises(ValueError, match="n_head"):
         alibi_slopes(0)
+
+
+def test_span_equals_forward_on_the_same_positions():
+    rope = RotaryEmbedding(16, context_length=32)
+    for start, end in ((0, 1), (5, 32), (30, 40), (40, 41)):  # inside the cache, across its end, beyond it
+        cos, sin = rope.span(start, end)
+        cos_ref, sin_ref = rope(torch.arange(start, end))
+        assert torch.equal(cos, cos_ref) and torch.equal(sin, sin_ref)
+    dynamic = RotaryEmbedding(16, context_length=32, scaling=RopeScaling("dynamic_ntk", 2.0, 16))
+    for a, b in zip(dynamic.span(0, 24), dynamic(torch.arange(0, 24))):  # past L = 16: rescaled, not cached
+        assert torch.equal(a, b)

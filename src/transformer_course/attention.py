@@ -315,6 +315,9 @@ def _sdpa(q, k, v, causal, window, mask, offset, alibi_slopes, scale, backend):
     # so it is only right when the queries start at position 0; otherwise pass the mask explicitly.
     if causal and window is None and mask is None and alibi_slopes is None and offset == 0 and T == S:
         kwargs["is_causal"] = True
+    elif not (causal or window is not None or alibi_slopes is not None):
+        if mask is not None:
+            kwargs["attn_mask"] = mask
     else:
         q_pos = torch.arange(T, device=q.device).unsqueeze(1) + offset
         k_pos = torch.arange(S, device=q.device).unsqueeze(0)

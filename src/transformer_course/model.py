@@ -89,7 +89,7 @@ class _Backbone(nn.Module):
         self.rope = _make_rope(c, device)
 
     def run(self, x: Tensor, start_pos: int, **block_kwargs) -> Tensor:
-        rope = self.rope(torch.arange(start_pos, start_pos + x.shape[1], device=x.device)) if self.rope is not None else None
+        rope = self.rope.span(start_pos, start_pos + x.shape[1]) if self.rope is not None else None
         for block in self.blocks:
             x = block(x, rope=rope, **block_kwargs)
         return self.norm_f(x)

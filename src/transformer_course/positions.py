@@ -278,6 +278,16 @@ class RotaryEmbedding(nn.Module):
             return self.cos_cached[idx], self.sin_cached[idx]  # (T, head_dim) each
         return rope_cos_sin(positions, self.inv_freq, attention_factor=self.attention_factor, layout=self.layout)
 
+    def span(self, start: int, end: int) -> tuple[Tensor, Tensor]:
+        """cos, sin for the contiguous positions ``start .. end - 1``, each (end - start, head_dim).
+
+        The same as ``self(torch.arange(start, end))``, but inside the cached range it returns views of
+        the tables: no index tensor, no device sync. Decoding asks for one position per step.
+        """
+        if 0 <= start <= end <= self.context_length and not self._dynamic and self.cos_cached.dtype == torch.float32:
+            return self.cos_cached[start:end], self.sin_cached[start:end]
+        return self(torch.arange(start, end, device=self.inv_freq.device))
+
     def extra_repr(self) -> str:
         return (
             f"head_dim={self.head_dim}, base={self.base}, context_length={self.context_length}, "
