@@ -151,6 +151,9 @@ def test_linear_scaling_is_rope_at_positions_divided_by_s():
         def forward(self, positions):
             return rope_cos_sin(positions / s, self.rope.inv_freq, layout=self.rope.layout)
 
+        def span(self, start, end):  # the model asks for contiguous positions this way
+            return self(torch.arange(start, end))
+
     reference = with_rope_scaling(model, None)
     reference.backbone.rope = FractionalRope(reference.backbone.rope)
     ids = torch.randint(0, 256, (2, 96))
