@@ -209,7 +209,7 @@ def attention_probs(
     k_pos = torch.arange(S, device=q.device).unsqueeze(0)  # (1, S)
     if alibi_slopes is not None:
         scores = scores + alibi_bias(alibi_slopes.float(), q_pos, k_pos)
-    allowed = _combine(visible(q_pos, k_pos, causal, window) if (causal or window is not None) else None, mask)
+    allowed = _allowed(q_pos, k_pos, causal, window, mask)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
@@ -291,10 +291,8 @@ def _tiled(q, k, v, causal, window, mask, offset, alibi_slopes, scale, block_siz
             s = s.view(B, n_kv_head, group, bq, j1 - j0)  # (B, n_kv_head, group, bq, bk) for biases and masks
             if slopes is not None:
                 s = s - slopes * (q_pos - k_pos).abs()
-            allowed = visible(q_pos, k_pos, causal, window) if (causal or window is not None) else None
-            if full_mask is not None:
-                block_mask = _grouped(full_mask[..., i0:i1, j0:j1], n_kv_head)
-                allowed = block_mask if allowed is None else allowed & block_mask
+            block_mask = None if full_mask is None else _grouped(full_mask[..., i0:i1, j0:j1], n_kv_head)
+            allowed = _allowed(q_pos, k_pos, causal, window, block_mask)
             if allowed is not None:
                 s = s.masked_fill(~allowed, float("-inf"))
             acc.update(s.view(B, n_kv_head, group * bq, j1 - j0), v[:, :, j0:j1])
@@ -315,13 +313,10 @@ def _sdpa(q, k, v, causal, window, mask, offset, alibi_slopes, scale, backend):
     # so it is only right when the queries start at position 0; otherwise pass the mask explicitly.
     if causal and window is None and mask is None and alibi_slopes is None and offset == 0 and T == S:
         kwargs["is_causal"] = True
-    elif not (causal or window is not None or alibi_slopes is not None):
-        if mask is not None:
-            kwargs["attn_mask"] = mask
-    else:
+    elif causal or window is not None or alibi_slopes is not None:  # positions matter: build mask or bias
         q_pos = torch.arange(T, device=q.device).unsqueeze(1) + offset
         k_pos = torch.arange(S, device=q.device).unsqueeze(0)
-        allowed = _combine(visible(q_pos, k_pos, causal, window) if (causal or window is not None) else None, mask)
+        allowed = _allowed(q_pos, k_pos, causal, window, mask)
         if alibi_slopes is not None:
             bias = alibi_bias(alibi_slopes.float(), q_pos, k_pos).to(q.dtype)  # (n_head, T, S)
             if allowed is not None:
@@ -329,6 +324,8 @@ def _sdpa(q, k, v, causal, window, mask, offset, alibi_slopes, scale, backend):
             kwargs["attn_mask"] = bias
         elif allowed is not None:
             kwargs["attn_mask"] = allowed
+    elif mask is not None:
+        kwargs["attn_mask"] = mask
     run = F.scaled_dot_product_attention if backend is None else (
         lambda q, k, v, **kw: _sdpa_forced(q, k, v, kw, backend))
     if kwargs["enable_gqa"] and "attn_mask" not in kwargs and not kwargs.get("is_causal"):
@@ -390,10 +387,12 @@ def group_rows(x: Tensor, n_kv_head: int) -> Tensor:
     return x.reshape(B, n_kv_head, (n_head // n_kv_head) * T, X)
 
 
-def _combine(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
-    if a is None:
-        return b
-    return a if b is None else a & b
+def _allowed(q_pos: Tensor, k_pos: Tensor, causal: bool, window: Optional[int], mask: Optional[Tensor]) -> Optional[Tensor]:
+    """``visible`` and ``mask`` combined, or None when nothing is hidden (then no mask is built at all)."""
+    if not causal and window is None:
+        return mask
+    allowed = visible(q_pos, k_pos, causal, window)
+    return allowed if mask is None else allowed & mask
 
 
 def check_shapes(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> None:

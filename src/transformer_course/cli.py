@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.rope_scaling:
         model["rope_scaling"] = _parse_rope_scaling(args.rope_scaling)
     result = train(TrainConfig(model=model, **kwargs), resume=args.resume)
-    print(f"final validation loss {result.val_loss:.4f} nats/byte = {result.val_loss / 0.6931471805599453:.4f} "
+    print(f"final validation loss {result.val_loss:.4f} nats/byte = {result.val_loss / math.log(2):.4f} "
           f"bits/byte after {result.seconds / 60:.1f} min" + (f"; checkpoint in {args.out_dir}" if args.out_dir else ""))
     return 0
 

@@ -17,6 +17,7 @@ which records the machine and the date.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -46,7 +47,7 @@ def fine_tune(base: str, kind: str, factor: int, L: int, steps: int, seed: int =
     model = {"context_length": factor * L}
     scaling = scaling_for(kind, factor, L)
     if scaling is not None:
-        model["rope_scaling"] = {"kind": scaling.kind, "factor": scaling.factor, "original_context_length": L}
+        model["rope_scaling"] = dataclasses.asdict(scaling)
     cfg = TrainConfig(init_from=base, model=model, steps=steps, seq_len=factor * L, batch_size=4, lr=5e-4,
                       min_lr=5e-5, warmup_steps=20, eval_interval=steps, eval_batches=4, passkey_fraction=0.125,
                       seed=seed + 1)
