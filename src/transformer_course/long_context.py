@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 
 from .bench import machine_info
-from .data import long_documents
+from .data import load_split, long_documents
 from .evaluate import loss_by_position, passkey_accuracy, perplexity_by_length, with_rope_scaling
 from .positions import RopeScaling
 from .train import TrainConfig, train
@@ -42,8 +42,8 @@ def scaling_for(kind: str, factor: float, L: int) -> Optional[RopeScaling]:
     return None if kind == "none" or factor <= 1 else RopeScaling(kind, factor, original_context_length=L)
 
 
-def fine_tune(base: str, kind: str, factor: int, L: int, steps: int, seed: int = 0):
-    """Fine-tune ``base`` at factor·L tokens with the given scaling (or none); returns the model."""
+def fine_tune(base: str, kind: str, factor: int, L: int, steps: int, data: dict, seed: int = 0):
+    """Fine-tune ``base`` at factor·L tokens with the given scaling (or none) on ``data`` ({"train", "val"})."""
     model = {"context_length": factor * L}
     scaling = scaling_for(kind, factor, L)
     if scaling is not None:
@@ -51,7 +51,7 @@ def fine_tune(base: str, kind: str, factor: int, L: int, steps: int, seed: int =
     cfg = TrainConfig(init_from=base, model=model, steps=steps, seq_len=factor * L, batch_size=4, lr=5e-4,
                       min_lr=5e-5, warmup_steps=20, eval_interval=steps, eval_batches=4, passkey_fraction=0.125,
                       seed=seed + 1)
-    return train(cfg, progress=False), cfg
+    return train(cfg, progress=False, data=data), cfg
 
 
 def run_study(base: str = "course-llama", *, multiples=(1, 2, 4, 8), fine_tune_factor: int = 4,
@@ -74,9 +74,9 @@ def run_study(base: str = "course-llama", *, multiples=(1, 2, 4, 8), fine_tune_f
             results["zero_shot"].append({"method": kind, "factor": length / L, **row})
             log.info("zero-shot %s at %d: %.3f bits/byte", kind, length, row["bits_per_byte"])
 
-    tuned = {}
+    tuned, corpus = {}, {"train": load_split("train"), "val": load_split("val")}  # read once for every fine-tune
     for kind in FINE_TUNED:
-        run, cfg = fine_tune(base, kind, fine_tune_factor, L, fine_tune_steps)
+        run, cfg = fine_tune(base, kind, fine_tune_factor, L, fine_tune_steps, corpus)
         tuned[kind] = run.model
         results["fine_tune_runs"].append({"method": kind, "factor": fine_tune_factor, "steps": cfg.steps,
                                           "seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "lr": cfg.lr,
@@ -110,10 +110,10 @@ def fine_tune_budget(base: str = "course-llama", *, steps=(20, 50, 100), methods
 
     L = pretrained.load(base).config.context_length
     docs = long_documents()
-    rows = []
+    rows, corpus = [], {"train": load_split("train"), "val": load_split("val")}
     for kind in methods:
         for n in steps:
-            run, _ = fine_tune(base, kind, factor, L, n)
+            run, _ = fine_tune(base, kind, factor, L, n, corpus)
             row = perplexity_by_length(run.model, docs, [factor * L])[0]
             rows.append({"method": kind, "steps": n, **row})
             log.info("fine-tune budget: %s, %d steps: %.3f bits/byte at %d", kind, n, row["bits_per_byte"], factor * L)
