@@ -3,7 +3,7 @@
 
     python tasks.py book     set up .venv and build the book into _build/html
     python tasks.py test     set up .venv and run the whole test suite (pytest arguments may follow)
-    python tasks.py bench    set up .venv and run the benchmarks, writing results/*.json
+    python tasks.py bench    set up .venv and run the benchmarks (model and grading), writing results/*.json
 
 Needs only Python 3.10+ and pip. The environment is reinstalled when pyproject.toml or constraints.txt
 change (a hash of both is kept in .venv/installed.txt).
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     if target == "test":
         return run(PY, "-m", "pytest", *rest)
     if target == "bench":
-        return run(PY, "-m", "transformer_course", "bench", *rest)
+        return run(PY, "-m", "transformer_course", "bench", *rest) or run(PY, "-m", "autograder", "bench")
     return run(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *rest)
 
 

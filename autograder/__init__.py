@@ -1,0 +1,30 @@
+"""The course's grader: one set of checks, run by nbgrader's test cells and by ``python -m autograder``.
+
+In a notebook (a student checking their work, or nbgrader grading it), a test cell reads::
+
+    from autograder import check
+    check("ex1.attention", globals())            # visible test
+    check("ex1.attention", globals(), seed=7)    # hidden tests: other parameters, never other code
+
+``check`` runs the student's side and the judge in this process and raises ``CheckFailed`` with an
+explanation when the part is wrong. ``python -m autograder`` runs the same checks with the student's code
+in a sandboxed process and the judge outside it (see ``autograder/grade.py``).
+"""
+from __future__ import annotations
+
+from .checks import REGISTRY, CheckFailed, StudentError, run_student_side
+from .checks.base import judge_outputs
+
+__all__ = ["check", "CheckFailed", "StudentError", "REGISTRY"]
+
+
+def check(name: str, namespace: dict, **params) -> None:
+    """Grade one part in this process; raises CheckFailed (an AssertionError) with the explanation."""
+    __tracebackhide__ = True  # pytest and IPython hide this frame: the message is what matters
+    if name not in REGISTRY:
+        raise ValueError(f"unknown check {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    got, error = run_student_side(name, namespace, params)
+    verdict = judge_outputs(name, got, error, params)
+    if not verdict.passed:
+        raise CheckFailed(verdict.message())
+    print(verdict.message())

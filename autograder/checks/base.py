@@ -1,0 +1,243 @@
+"""What a check is, and the helpers every exercise's checks share.
+
+A check grades one part of an exercise in two halves, so that the verdict never depends on code the
+student controls:
+
+    run(student, **params)  -> {name: Tensor}    runs in the student's process: calls the student's
+                                                 functions and classes on seeded inputs it builds itself
+    judge(got, **params)    -> [problem, ...]    runs in the grader's process: rebuilds the same inputs,
+                                                 computes the reference answer with the course package or
+                                                 PyTorch, and explains every difference (empty = pass)
+
+``python -m autograder`` runs ``run`` in a sandboxed child and ``judge`` in its own process; only tensors
+cross between them (safetensors, never pickle). In a notebook (nbgrader's kernel, or a student checking
+their work) ``autograder.check`` runs both halves in the kernel. Both paths call the same two functions
+with the same parameters, so they give the same verdicts.
+
+``params`` are the keyword literals of the test cell, e.g. ``check("ex1.attention", globals(), seed=3)``:
+visible tests use one set, hidden tests others (other seeds, odd shapes), never other code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+Outputs = Dict[str, Tensor]
+Problems = List[str]
+
+
+class StudentError(Exception):
+    """Something the student must fix before a check can even run (a missing name, a wrong signature).
+
+    Its message is shown to the student as it is: write it as an instruction."""
+
+
+class CheckFailed(AssertionError):
+    """Raised in the notebook when a check fails; the message is the full explanation."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str                       # "ex1.attention": exercise prefix, dot, part
+    title: str                      # one line a student recognises: "causal scaled dot-product attention"
+    run: Callable[..., Outputs]     # run(student, **params) in the student's process
+    judge: Callable[..., Problems]  # judge(got, **params) in the grader's process
+    where: str = ""                 # where to look when it fails: "the `attention` cell (part 1)"
+
+
+REGISTRY: Dict[str, Check] = {}
+
+
+def register(name: str, title: str, where: str = "") -> Callable:
+    """Class decorator: the class has static methods ``run`` and ``judge``; one instance is registered."""
+
+    def wrap(cls):
+        if name in REGISTRY:
+            raise ValueError(f"check {name!r} is registered twice")
+        REGISTRY[name] = Check(name, title, cls.run, cls.judge, where)
+        return cls
+
+    return wrap
+
+
+# --------------------------------------------------------------------------------------------------
+# The student's side: finding graded names
+# --------------------------------------------------------------------------------------------------
+class Student:
+    """The student's notebook namespace, seen through the names the exercise documents."""
+
+    def __init__(self, namespace: Mapping[str, object]):
+        self.namespace = namespace
+
+    def get(self, name: str, signature: str = "") -> Callable:
+        """The student's function or class ``name``; a clear StudentError if it is missing or a stub."""
+        obj = self.namespace.get(name)
+        shown = f"`{name}{signature}`"
+        if obj is None:
+            raise StudentError(
+                f"{shown} is not defined. Define it in its answer cell (keep the name exactly) and run that "
+                "cell before this test.")
+        if not callable(obj):
+            raise StudentError(f"{shown} should be a function or class, but it is a {type(obj).__name__}.")
+        return obj
+
+
+def call(fn: Callable, *args, **kwargs):
+    """Call student code; NotImplementedError (the untouched stub) becomes a StudentError."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as err:
+        name = getattr(fn, "__qualname__", getattr(fn, "__name__", "this part"))
+        raise StudentError(f"`{name}` still raises NotImplementedError: replace the stub with your code. {err}".strip())
+
+
+def load_weights(module: torch.nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """Load the grader's weights into a student module, explaining a name or shape mismatch."""
+    if not isinstance(module, torch.nn.Module):
+        raise StudentError(f"{what} should be a torch.nn.Module, but it is a {type(module).__name__}.")
+    mine = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    wanted = {k: tuple(v.shape) for k, v in state.items()}
+    missing, extra = sorted(set(wanted) - set(mine)), sorted(set(mine) - set(wanted))
+    if missing or extra:
+        raise StudentError(
+            f"{what} has the wrong parameter names. Expected exactly {sorted(wanted)}; "
+            f"missing {missing or 'none'}, unexpected {extra or 'none'}. The names are listed at the top of the "
+            "notebook; buffers that are not weights should be registered with persistent=False.")
+    wrong = [f"{k}: yours {mine[k]}, expected {wanted[k]}" for k in wanted if mine[k] != wanted[k]]
+    if wrong:
+        raise StudentError(f"{what} has parameters of the wrong shape: " + "; ".join(wrong) +
+                           ". nn.Linear(in, out) stores its weight as (out, in).")
+    module.load_state_dict(dict(state), strict=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The grader's side: comparing and diagnosing
+# --------------------------------------------------------------------------------------------------
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def randn(gen: torch.Generator, *shape: int, scale: float = 1.0) -> Tensor:
+    return torch.randn(*shape, generator=gen) * scale
+
+
+def expect_keys(got: Outputs, keys: Sequence[str]) -> Problems:
+    """The child must return exactly these outputs (a tampered run may not)."""
+    missing = [k for k in keys if k not in got]
+    return [f"the check produced no `{k}` output (did your code stop it early?)" for k in missing]
+
+
+def mismatch(got: Optional[Tensor], want: Tensor, what: str, *, atol: float, rtol: float = 0.0) -> Optional[str]:
+    """None if ``got`` equals ``want`` within tolerance, else a sentence saying how it differs."""
+    if got is None:
+        return f"{what}: nothing was returned"
+    if not isinstance(got, Tensor):
+        return f"{what} should be a torch.Tensor, got {type(got).__name__}"
+    if tuple(got.shape) != tuple(want.shape):
+        return f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    if not got.dtype.is_floating_point and want.dtype.is_floating_point:
+        got = got.to(want.dtype)
+    if want.dtype.is_floating_point:
+        g, w = got.double(), want.double()
+        if not torch.isfinite(g).all():
+            return f"{what} contains NaN or infinity (a mask filled with -inf on a whole row gives NaN after softmax)"
+        if torch.allclose(g, w, atol=atol, rtol=rtol):
+            return None
+        err = (g - w).abs().max().item()
+        return f"{what} differs from the reference by up to {err:.3g} (tolerance {atol:g})"
+    if torch.equal(got.to(want.dtype), want):
+        return None
+    first = int((got.to(want.dtype) != want).flatten().nonzero()[0])
+    return f"{what} differs from the reference (first difference at flat index {first})"
+
+
+def same(got: object, candidate: Tensor, atol: float) -> bool:
+    """``got`` equals ``candidate`` within ``atol``, NaN where it has NaN (a mask that hides a whole row gives
+    NaN after softmax, and where the NaN is tells which mask it was)."""
+    return (isinstance(got, Tensor) and got.shape == candidate.shape and got.dtype.is_floating_point
+            and candidate.dtype.is_floating_point
+            and torch.allclose(got.double(), candidate.double(), atol=atol, rtol=0.0, equal_nan=True))
+
+
+def diagnose(got: Tensor, mistakes: Sequence[Tuple[str, Callable[[], Tensor]]], *, atol: float) -> Optional[str]:
+    """The hint of the first known mistake whose output equals ``got``: this is how the grader names a bug.
+
+    ``mistakes`` are (hint, thunk) pairs; each thunk computes what a known wrong implementation returns on
+    the same inputs (missing scale, wrong softmax axis, ...). Thunks are lazy: most are never evaluated."""
+    for hint, wrong in mistakes:
+        try:
+            candidate = wrong()
+        except Exception:  # a mistake model that does not apply to these shapes
+            continue
+        if same(got, candidate, atol):
+            return hint
+    return None
+
+
+def compare(got: object, want: Tensor, what: str, mistakes: Sequence[Tuple[str, Callable[[], Tensor]]], *,
+            atol: float, rtol: float = 0.0) -> Problems:
+    """[] when ``got`` matches ``want``, else one problem naming the likely mistake."""
+    problem = mismatch(got, want, what, atol=atol, rtol=rtol)
+    if problem is None:
+        return []
+    return [explain(problem, diagnose(got, mistakes, atol=max(atol, 1e-5)))]
+
+
+def explain(problem: str, hint: Optional[str]) -> str:
+    return f"{problem}. Likely mistake: {hint}" if hint else problem
+
+
+def finite_number(x: Tensor) -> float:
+    v = float(x.reshape(-1)[0]) if isinstance(x, Tensor) and x.numel() else math.nan
+    return v
+
+
+# --------------------------------------------------------------------------------------------------
+# Verdicts, shared by both paths
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    name: str
+    passed: bool
+    problems: List[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        check = REGISTRY.get(self.name)
+        title = check.title if check else self.name
+        if self.passed:
+            return f"PASS  {title}"
+        lines = [f"FAIL  {title}"] + [f"  - {p}" for p in self.problems]
+        if check and check.where:
+            lines.append(f"  Where to look: {check.where}")
+        return "\n".join(lines)
+
+
+def judge_outputs(name: str, got: Optional[Outputs], error: Optional[str], params: Mapping) -> Verdict:
+    """The trusted half: a verdict from what the student's side returned (or the error it raised)."""
+    check = REGISTRY[name]
+    if error is not None:
+        return Verdict(name, False, [error])
+    try:
+        problems = list(check.judge(dict(got or {}), **params))
+    except Exception as err:  # malformed outputs must fail the check, never crash the grader
+        problems = [f"the outputs could not be judged ({type(err).__name__}: {err}); "
+                    "check what your function returns (type, shape, dtype)"]
+    return Verdict(name, not problems, problems)
+
+
+def describe_error(err: BaseException) -> str:
+    """A student-facing sentence for an exception raised by their code during a check."""
+    if isinstance(err, StudentError):
+        return str(err)
+    where = ""
+    tb = err.__traceback__
+    while tb is not None:  # the innermost frame that is the student's own code (a notebook cell)
+        fname = tb.tb_frame.f_code.co_filename
+        if fname.startswith("<cell") or "ipykernel" in fname or fname.startswith("<ipython"):
+            where = f" (in {tb.tb_frame.f_code.co_name}, line {tb.tb_lineno} of its cell)"
+        tb = tb.tb_next
+    return f"your code raised {type(err).__name__}: {err}{where}"

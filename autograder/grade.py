@@ -1,0 +1,339 @@
+"""Grade submissions: build each notebook's job, run it sandboxed, judge its outputs here.
+
+The verdict is computed in this process from tensors the child saved; nothing the student's code does
+in the child can change how they are judged, only what they are.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .checks.base import judge_outputs
+from .notebook import (ASSIGNMENTS, SOLUTIONS, Assignment, NotebookError, grade_id, identify, load_assignment,
+                       load_json, nbgrader, source_of)
+from .sandbox import Limits, run
+
+MAX_EVENTS_BYTES = 4 * 2**20
+
+
+@dataclass
+class PartResult:
+    grade_id: str
+    points: float
+    max_points: float
+    hidden: bool
+    messages: List[str] = field(default_factory=list)
+
+
+@dataclass
+class NotebookResult:
+    student: str
+    assignment: str
+    path: str
+    parts: List[PartResult] = field(default_factory=list)
+    notices: List[str] = field(default_factory=list)   # what the student should know beyond the parts
+    max_points: float = 0.0
+    written_points: float = 0.0                          # graded by hand in nbgrader, not here
+    seconds: float = 0.0
+
+    @property
+    def points(self) -> float:
+        return sum(p.points for p in self.parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building the job: the student's code, the source's tests
+# --------------------------------------------------------------------------------------------------
+def build_steps(assignment: Assignment, data: dict) -> Tuple[List[dict], List[str]]:
+    """The runner's steps for a submission, and notices about cells that were deleted, copied or edited.
+
+    Student cells run as written, except cells the source locks (tests, instructions, imports), which are
+    taken from the source; a deleted locked cell is put back where the source has it; a copy is dropped."""
+    source_cells = {grade_id(c): (i, c) for i, c in enumerate(assignment.cells) if grade_id(c)}
+    locked_order = [gid for gid, (i, c) in sorted(source_cells.items(), key=lambda kv: kv[1][0])
+                    if nbgrader(c).get("locked") and c.get("cell_type") == "code"]
+    steps: List[dict] = []
+    notices: List[str] = []
+    seen: set = set()
+
+    def emit_source(gid: str, position: int) -> None:
+        cell = source_cells[gid][1]
+        if gid in assignment.parts:
+            steps.append({"kind": "test", "cell": position, "grade_id": gid,
+                          "calls": [{"name": c.name, "params": c.params} for c in assignment.parts[gid].calls]})
+        else:
+            steps.append({"kind": "code", "cell": position, "source": source_of(cell)})
+        seen.add(gid)
+
+    def restore_before(gid: str, position: int) -> None:
+        """Put back locked cells the student deleted that the source has before ``gid``."""
+        if gid not in source_cells:
+            return
+        for other in locked_order:
+            if other not in seen and source_cells[other][0] < source_cells[gid][0]:
+                notices.append(f"the locked cell `{other}` was missing; the grader put it back")
+                emit_source(other, position)
+
+    for n, cell in enumerate(data["cells"], start=1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        gid = grade_id(cell)
+        restore_before(gid, n)
+        if gid in source_cells and gid in seen:
+            if nbgrader(source_cells[gid][1]).get("locked"):
+                notices.append(f"the cell `{gid}` appears more than once; the copy in cell {n} was not run")
+                continue
+            notices.append(f"the answer cell `{gid}` appears more than once; both copies ran, in order")
+        if gid in source_cells and nbgrader(source_cells[gid][1]).get("locked"):
+            emit_source(gid, n)
+            continue
+        seen.add(gid)
+        steps.append({"kind": "code", "cell": n, "source": source_of(cell)})
+    for gid in locked_order:
+        if gid not in seen:
+            notices.append(f"the locked cell `{gid}` was missing; the grader put it back")
+            emit_source(gid, len(data["cells"]) + 1)
+    missing = [gid for gid, (i, c) in source_cells.items()
+               if nbgrader(c).get("solution") and c.get("cell_type") == "code" and gid not in seen]
+    for gid in missing:
+        notices.append(f"the answer cell `{gid}` is missing; the parts that use it cannot pass. Copy it back from "
+                       "the released exercise and fill it in")
+    return steps, notices
+
+
+# --------------------------------------------------------------------------------------------------
+# One notebook
+# --------------------------------------------------------------------------------------------------
+def _events(job: Path) -> List[dict]:
+    path = job / "events.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f.read(MAX_EVENTS_BYTES).splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def _last_line(console: Path) -> str:
+    """The last line the crashed process printed (often the reason), shortened."""
+    try:
+        with open(console, "rb") as f:
+            f.seek(max(console.stat().st_size - 2000, 0))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f"; its last words: {lines[-1][:300]!r}" if lines else ""
+
+
+def _outputs(path: Path, limit: int) -> Tuple[Optional[dict], Optional[str]]:
+    if not path.exists():
+        return None, None
+    if path.stat().st_size > limit:
+        return None, "the outputs of this check were too large to judge"
+    try:
+        return load_file(str(path)), None
+    except (SafetensorError, OSError, ValueError) as err:
+        return None, f"the outputs of this check could not be read ({err})"
+
+
+def grade_notebook(path: Path, *, student: str = "-", assignment: Optional[str] = None,
+                   limits: Limits = Limits(), hide: Sequence[Path] = (), threads: int = 0,
+                   solutions: Path = SOLUTIONS) -> NotebookResult:
+    """Grade one notebook. Never raises for a bad submission: problems become notices and zero points."""
+    try:
+        return _grade_notebook(Path(path), student, assignment, limits, hide, threads, solutions)
+    except Exception as err:  # a grader bug must cost one notebook, never the batch
+        result = NotebookResult(student, assignment or "?", str(path))
+        result.notices.append(f"the grader failed on this notebook ({type(err).__name__}: {err}); it was given "
+                              "zero points: please report it to the course maintainers")
+        if assignment:
+            _zero(result, load_assignment(assignment, solutions), "the grader failed on this notebook")
+        return result
+
+
+def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits: Limits, hide: Sequence[Path],
+                    threads: int, solutions: Path) -> NotebookResult:
+    started = time.monotonic()
+    result = NotebookResult(student, assignment or "?", str(path))
+    try:
+        data = load_json(path)
+    except NotebookError as err:
+        result.notices.append(str(err))
+        if assignment:
+            _zero(result, load_assignment(assignment, solutions), "the notebook could not be read")
+        return result
+    found = identify(data)
+    if assignment is None:
+        if found is None:
+            result.notices.append(f"{path.name} is not one of the course's exercises ({', '.join(ASSIGNMENTS)}): "
+                                  "its cells carry none of their grade ids. Submit the released notebook.")
+            return result
+        assignment = found
+    result.assignment = assignment
+    if path.stem != assignment:
+        result.notices.append(f"the notebook is named {path.name}; it was graded as {assignment} (keep the name "
+                              f"{assignment}.ipynb: nbgrader skips renamed notebooks)")
+    kernel = data.get("metadata", {}).get("kernelspec", {}).get("name")
+    if kernel not in (None, "python3"):
+        result.notices.append(f"the notebook asks for the kernel {kernel!r}; it was run with Python 3 (select the "
+                              "'Python 3' kernel and save, or nbgrader cannot run it)")
+    spec = load_assignment(assignment, solutions)
+    result.written_points = sum(spec.written.values())
+    steps, notices = build_steps(spec, data)
+    result.notices += notices
+
+    with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
+        job = Path(tmp)
+        (job / "job.json").write_text(json.dumps({
+            "cell_seconds": limits.cell_seconds, "output_bytes": limits.output_bytes, "steps": steps}))
+        outcome = run(job, limits, hide, env=_child_env(threads))
+        events = _events(job)
+        ended = outcome.describe(limits)
+        if ended and not outcome.timed_out:
+            ended += _last_line(job / "console.txt")
+        _cell_notices(result, events, ended)
+        checked = {(e.get("grade_id"), e.get("call")): e for e in events if e.get("event") == "checked"}
+        stopped = outcome.describe(limits) or "the notebook stopped before this test ran"
+        for gid, part in spec.parts.items():
+            pr = PartResult(gid, 0.0, part.points, part.hidden)
+            passed = True
+            for i, call in enumerate(part.calls):
+                event = checked.get((gid, i))
+                if event is None:
+                    pr.messages.append(f"FAIL  {call.name}: {stopped}")
+                    passed = False
+                    continue
+                got, read_error = _outputs(job / "out" / f"{gid}.{i}.safetensors", limits.file_bytes)
+                error = event.get("error") if isinstance(event.get("error"), str) else None
+                verdict = judge_outputs(call.name, got, error or read_error, call.params)
+                passed &= verdict.passed
+                if not verdict.passed or not pr.messages:
+                    pr.messages.append(verdict.message())
+            pr.points = part.points if passed else 0.0
+            result.parts.append(pr)
+    result.max_points = spec.auto_points
+    result.seconds = round(time.monotonic() - started, 2)
+    return result
+
+
+def _zero(result: NotebookResult, spec: Assignment, why: str) -> None:
+    result.parts = [PartResult(gid, 0.0, p.points, p.hidden, [f"FAIL  {why}"]) for gid, p in spec.parts.items()]
+    result.max_points = spec.auto_points
+    result.written_points = sum(spec.written.values())
+
+
+def _cell_notices(result: NotebookResult, events: List[dict], ended: Optional[str]) -> None:
+    errors = [e for e in events if e.get("event") == "end" and e.get("error")]
+    for e in errors[:10]:
+        result.notices.append(f"cell {e.get('cell')}: {str(e.get('error'))[:500]}")
+    if len(errors) > 10:
+        result.notices.append(f"... and {len(errors) - 10} more cells raised errors")
+    done = next((e for e in events if e.get("event") == "done"), None)
+    if done and done.get("dropped_bytes"):
+        result.notices.append(f"the notebook printed {done['output_bytes'] / 2**20:.1f} MiB; the grader kept the "
+                              "first part and dropped the rest (print less inside loops)")
+    if done is None:
+        starts = [e for e in events if e.get("event") in ("start", "check")]
+        last = starts[-1].get("cell") if starts else None
+        where = f" in cell {last}" if last is not None else ""
+        result.notices.append(f"grading stopped{where}: {ended or 'the notebook process ended early'}; "
+                              "later parts were not graded")
+
+
+def _child_env(threads: int) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "JUPYTER_TOKEN"))}
+    env.update(COURSE_GRADING="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+# --------------------------------------------------------------------------------------------------
+# A folder of submissions
+# --------------------------------------------------------------------------------------------------
+def find_submissions(folder: Path) -> List[Tuple[str, Path]]:
+    """(student, notebook) pairs under ``folder``: ``folder/<student>/**/<name>.ipynb`` (nbgrader's
+    ``submitted/<student>/<assignment>/`` layout included), or notebooks directly in ``folder`` (student '-')."""
+    found = []
+    for nb in sorted(Path(folder).rglob("*.ipynb")):
+        rel = nb.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):  # .ipynb_checkpoints and hidden folders
+            continue
+        found.append((rel.parts[0] if len(rel.parts) > 1 else "-", nb))
+    return found
+
+
+def grade_folder(folder: Path, *, jobs: int = 2, limits: Limits = Limits(), hide: Sequence[Path] = (),
+                 solutions: Path = SOLUTIONS, progress=None) -> List[NotebookResult]:
+    """Grade every submission under ``folder``, ``jobs`` at a time. One result per (student, assignment);
+    an assignment a student did not hand in (but others did) gets a zero row that says so."""
+    pairs = find_submissions(folder)
+    threads = max(1, (os.cpu_count() or 2) // max(jobs, 1))
+
+    def one(pair):
+        student, nb = pair
+        name = nb.stem if nb.stem in ASSIGNMENTS else None
+        result = grade_notebook(nb, student=student, assignment=name, limits=limits, hide=hide, threads=threads,
+                                solutions=solutions)
+        if progress:
+            progress(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        results = list(pool.map(one, pairs))
+    return _one_per_assignment(results, solutions)
+
+
+def _one_per_assignment(results: List[NotebookResult], solutions: Path) -> List[NotebookResult]:
+    by_key: Dict[Tuple[str, str], NotebookResult] = {}
+    for r in results:
+        key = (r.student, r.assignment)
+        kept = by_key.get(key)
+        if kept is None:
+            by_key[key] = r
+            continue
+        # Two notebooks for one assignment: keep the one with the assignment's own name, note the other.
+        first, second = (kept, r) if Path(kept.path).stem == r.assignment else (r, kept)
+        first.notices.append(f"also found {Path(second.path).name} for the same exercise; it was not counted")
+        by_key[key] = first
+    students = sorted({s for s, _ in by_key})
+    assignments = sorted({a for _, a in by_key if a in ASSIGNMENTS})
+    for s in students:
+        for a in assignments:
+            if (s, a) not in by_key:
+                missing = NotebookResult(s, a, "")
+                missing.notices.append(f"no notebook for {a} was found in this student's folder")
+                _zero(missing, load_assignment(a, solutions), "not submitted")
+                by_key[(s, a)] = missing
+    return [by_key[k] for k in sorted(by_key)]
+
+
+def to_json(results: Iterable[NotebookResult]) -> list:
+    return [dict(asdict(r), points=r.points) for r in results]
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

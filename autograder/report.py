@@ -1,0 +1,71 @@
+"""What the command writes: a score table (CSV) and readable reports, for the class and each student."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Dict, List
+
+from .grade import NotebookResult, safe_name, write_atomically
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def score_table(results: List[NotebookResult]) -> str:
+    """One row per student, one column per (assignment, part), a total per assignment and overall."""
+    columns: Dict[str, List[str]] = {}
+    for r in results:
+        cols = columns.setdefault(r.assignment, [])
+        for p in r.parts:
+            if p.grade_id not in cols:
+                cols.append(p.grade_id)
+    header = ["student"]
+    for a, parts in sorted(columns.items()):
+        header += [f"{a}:{gid}" for gid in parts] + [f"{a}:total", f"{a}:max"]
+    header += ["total", "max"]
+    rows: Dict[str, Dict[str, str]] = {}
+    for r in results:
+        row = rows.setdefault(r.student, {"student": r.student, "total": "0", "max": "0"})
+        for p in r.parts:
+            row[f"{r.assignment}:{p.grade_id}"] = _fmt(p.points)
+        row[f"{r.assignment}:total"] = _fmt(r.points)
+        row[f"{r.assignment}:max"] = _fmt(r.max_points)
+        row["total"] = _fmt(float(row["total"]) + r.points)
+        row["max"] = _fmt(float(row["max"]) + r.max_points)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=header, restval="", lineterminator="\n")
+    writer.writeheader()
+    for student in sorted(rows):
+        writer.writerow(rows[student])
+    return out.getvalue()
+
+
+def notebook_report(r: NotebookResult) -> str:
+    """The feedback one student reads for one exercise."""
+    lines = [f"## {r.assignment} ({r.student}): {_fmt(r.points)} / {_fmt(r.max_points)} automatic points"]
+    if r.written_points:
+        lines.append(f"Written answers ({_fmt(r.written_points)} points) are graded by hand.")
+    if r.notices:
+        lines += ["", "Notices:"] + [f"- {n}" for n in r.notices]
+    lines.append("")
+    for p in r.parts:
+        tag = " (hidden test)" if p.hidden else ""
+        lines.append(f"### {p.grade_id}{tag}: {_fmt(p.points)} / {_fmt(p.max_points)}")
+        lines += ["```", *p.messages, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def class_report(results: List[NotebookResult]) -> str:
+    lines = ["# Grading report", "", "| student | assignment | points | max | time (s) |", "|---|---|---|---|---|"]
+    lines += [f"| {r.student} | {r.assignment} | {_fmt(r.points)} | {_fmt(r.max_points)} | {r.seconds:g} |" for r in results]
+    return "\n".join(lines) + "\n\n" + "\n".join(notebook_report(r) for r in results)
+
+
+def write_all(results: List[NotebookResult], out: Path) -> None:
+    """scores.csv, report.md and feedback/<student>/<assignment>.md; each file replaced atomically."""
+    write_atomically(out / "scores.csv", score_table(results))
+    write_atomically(out / "report.md", class_report(results))
+    for r in results:
+        write_atomically(out / "feedback" / safe_name(r.student) / f"{safe_name(r.assignment)}.md", notebook_report(r))

@@ -1,0 +1,63 @@
+"""Mistakes students make in exercise 3 (RoPE), as mutations of the solution notebook."""
+from tests.mutants import Mutant
+
+MUTANTS = [
+    Mutant("exponent-i-over-d", "rope_frequencies",
+           "torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim",
+           "torch.arange(head_dim // 2, dtype=torch.float32) / head_dim",
+           "the exponent is -i/head_dim instead of -2i/head_dim"),
+    Mutant("not-inverted", "rope_frequencies",
+           "return base ** -exponents",
+           "return base ** exponents",
+           "the frequencies are not inverted"),
+    Mutant("interleaved-pairs", "apply_rope",
+           "    x1, x2 = x.chunk(2, dim=-1)  # the two halves, each (B, n_head, T, head_dim // 2)\n"
+           "    rotated_half = torch.cat((-x2, x1), dim=-1)  # each pair (a, b) -> (-b, a): a quarter turn\n"
+           "    return x * angles.cos() + rotated_half * angles.sin()",
+           "    half = angles[:, : head_dim // 2]\n"
+           "    x_even, x_odd = x[..., 0::2], x[..., 1::2]  # pairs (2i, 2i + 1), as in the RoFormer paper\n"
+           "    out_even = x_even * half.cos() - x_odd * half.sin()\n"
+           "    out_odd = x_even * half.sin() + x_odd * half.cos()\n"
+           "    return torch.stack((out_even, out_odd), dim=-1).flatten(-2)",
+           "coordinates are paired as neighbours (2i, 2i+1)"),
+    Mutant("tables-repeat-interleave", "apply_rope",
+           "angles = torch.cat((angles, angles), dim=-1)",
+           "angles = angles.repeat_interleave(2, dim=-1)",
+           "the cos/sin tables repeat each angle twice side by side"),
+    Mutant("rotate-minus-theta", "apply_rope",
+           "rotated_half = torch.cat((-x2, x1), dim=-1)",
+           "rotated_half = torch.cat((x2, -x1), dim=-1)",
+           "the rotation goes the wrong way"),
+    Mutant("cos-sin-swapped", "apply_rope",
+           "return x * angles.cos() + rotated_half * angles.sin()",
+           "return x * angles.sin() + rotated_half * angles.cos()",
+           "cos and sin are swapped"),
+    Mutant("positions-from-one", "apply_rope",
+           "angles = positions.float()[:, None] * inv_freq",
+           "angles = (positions.float() + 1)[:, None] * inv_freq",
+           "positions are off by one"),
+    Mutant("positions-ignored", "apply_rope",
+           "angles = positions.float()[:, None] * inv_freq",
+           "angles = torch.arange(x.shape[-2]).float()[:, None] * inv_freq",
+           "`positions` is ignored"),
+    Mutant("base-ignored", "apply_rope",
+           "inv_freq = rope_frequencies(head_dim, base)",
+           "inv_freq = rope_frequencies(head_dim)",
+           "the `base` argument is ignored"),
+    Mutant("in-place", "apply_rope",
+           "return x * angles.cos() + rotated_half * angles.sin()",
+           "return x.mul_(angles.cos()).add_(rotated_half * angles.sin())",
+           "changed its input x in place"),
+    Mutant("k-not-rotated", "rope_scores",
+           "k_rot = apply_rope(k, k_positions, base)",
+           "k_rot = k",
+           "k is not rotated"),
+    Mutant("k-at-query-positions", "rope_scores",
+           "k_rot = apply_rope(k, k_positions, base)",
+           "k_rot = apply_rope(k, q_positions, base)",
+           "k is rotated with the query positions"),
+    Mutant("scaled-scores", "rope_scores",
+           "return q_rot @ k_rot.transpose(-2, -1)",
+           "return q_rot @ k_rot.transpose(-2, -1) / q.shape[-1] ** 0.5",
+           "the scores are divided by sqrt(head_dim)"),
+]
