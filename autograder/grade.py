@@ -66,8 +66,10 @@ def build_steps(assignment: Assignment, data: dict) -> Tuple[List[dict], List[st
     notices: List[str] = []
     seen: set = set()
 
-    def emit_source(gid: str, position: int) -> None:
+    def emit_source(gid: str, position: int, restored: bool = False) -> None:
         cell = source_cells[gid][1]
+        if restored:
+            notices.append(f"the locked cell `{gid}` was missing; the grader put it back")
         if gid in assignment.parts:
             steps.append({"kind": "test", "cell": position, "grade_id": gid,
                           "calls": [{"name": c.name, "params": c.params} for c in assignment.parts[gid].calls]})
@@ -75,34 +77,33 @@ def build_steps(assignment: Assignment, data: dict) -> Tuple[List[dict], List[st
             steps.append({"kind": "code", "cell": position, "source": source_of(cell)})
         seen.add(gid)
 
-    def restore_before(gid: str, position: int) -> None:
-        """Put back locked cells the student deleted that the source has before ``gid``."""
-        if gid not in source_cells:
-            return
+    def restore_before(gid: Optional[str], position: int) -> None:
+        """Put back the locked cells the student deleted that come before ``gid`` in the source."""
+        limit = source_cells[gid][0] if gid in source_cells else -1
         for other in locked_order:
-            if other not in seen and source_cells[other][0] < source_cells[gid][0]:
-                notices.append(f"the locked cell `{other}` was missing; the grader put it back")
-                emit_source(other, position)
+            if other not in seen and source_cells[other][0] < limit:
+                emit_source(other, position, restored=True)
 
     for n, cell in enumerate(data["cells"], start=1):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         gid = grade_id(cell)
         restore_before(gid, n)
-        if gid in source_cells and gid in seen:
-            if nbgrader(source_cells[gid][1]).get("locked"):
+        locked = gid in source_cells and nbgrader(source_cells[gid][1]).get("locked")
+        if gid in seen:
+            if locked:
                 notices.append(f"the cell `{gid}` appears more than once; the copy in cell {n} was not run")
                 continue
             notices.append(f"the answer cell `{gid}` appears more than once; both copies ran, in order")
-        if gid in source_cells and nbgrader(source_cells[gid][1]).get("locked"):
+        if locked:
             emit_source(gid, n)
             continue
-        seen.add(gid)
+        if gid:
+            seen.add(gid)
         steps.append({"kind": "code", "cell": n, "source": source_of(cell)})
     for gid in locked_order:
         if gid not in seen:
-            notices.append(f"the locked cell `{gid}` was missing; the grader put it back")
-            emit_source(gid, len(data["cells"]) + 1)
+            emit_source(gid, len(data["cells"]) + 1, restored=True)
     missing = [gid for gid, (i, c) in source_cells.items()
                if nbgrader(c).get("solution") and c.get("cell_type") == "code" and gid not in seen]
     for gid in missing:
@@ -282,8 +283,10 @@ def find_submissions(folder: Path) -> List[Tuple[str, Path]]:
 def grade_folder(folder: Path, *, jobs: int = 2, limits: Limits = Limits(), hide: Sequence[Path] = (),
                  solutions: Path = SOLUTIONS, progress=None) -> List[NotebookResult]:
     """Grade every submission under ``folder``, ``jobs`` at a time. One result per (student, assignment);
-    an assignment a student did not hand in (but others did) gets a zero row that says so."""
+    an assignment a student did not hand in (but others did) gets a zero row that says so. The folder itself
+    is hidden from student code (each notebook's code reaches its child through the job file)."""
     pairs = find_submissions(folder)
+    hide = [*hide, Path(folder)]
     threads = max(1, (os.cpu_count() or 2) // max(jobs, 1))
 
     def one(pair):

@@ -7,6 +7,7 @@ test cells and locked cells are replaced by the source's, as ``nbgrader autograd
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +107,9 @@ def load_json(path: Path) -> dict:
     return data
 
 
+@functools.lru_cache(maxsize=None)
 def load_assignment(name: str, root: Path = SOLUTIONS) -> Assignment:
-    """The trusted definition of an assignment, from its source notebook."""
+    """The trusted definition of an assignment, from its source notebook (read once per process)."""
     path = root / name / f"{name}.ipynb"
     cells = load_json(path)["cells"]
     assignment = Assignment(name, cells)

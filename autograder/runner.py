@@ -86,8 +86,8 @@ def main(job: Path) -> int:
     out = job / "out"
     out.mkdir(exist_ok=True)
     events = Events(job / "events.jsonl")
-    console = sys.stdout
-    sys.stdout = sys.stderr = CappedStream(console, spec["output_bytes"])
+    stream = CappedStream(sys.stdout, spec["output_bytes"])  # kept here: student code may replace sys.stdout
+    sys.stdout = sys.stderr = stream
 
     def on_alarm(signum, frame):
         raise CellTimeout()
@@ -138,10 +138,12 @@ def main(job: Path) -> int:
             except BaseException as err:  # noqa: BLE001 (sys.exit or KeyboardInterrupt inside a graded function)
                 got, error = None, f"your code raised {type(err).__name__} during the check: {err}"
             if got is not None:
-                save_file(got, str(out / f"{step['grade_id']}.{i}.safetensors"))
+                try:
+                    save_file(got, str(out / f"{step['grade_id']}.{i}.safetensors"))
+                except Exception as err:  # over the file-size limit, or tensors safetensors refuses
+                    got, error = None, f"the outputs of your code could not be saved ({err})"
             events(event="checked", cell=cell, grade_id=step["grade_id"], call=i, error=error)
-    dropped = sys.stdout.dropped
-    events(event="done", output_bytes=sys.stdout.written + dropped, dropped_bytes=dropped)
+    events(event="done", output_bytes=stream.written + stream.dropped, dropped_bytes=stream.dropped)
     os._exit(0)  # skip interpreter teardown: student objects' __del__ must not change the exit status
 
 

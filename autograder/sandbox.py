@@ -105,11 +105,24 @@ def command(job: Path, hide: Sequence[Path] = ()) -> List[str]:
         return runner
     args = [bwrap(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
             "--unshare-all", "--die-with-parent", "--new-session"]
-    for path in [REPO / p for p in PRIVATE] + [Path(p) for p in hide]:
-        if path.exists():
+    for path in _needed():  # a checkout or a Python that lives under /tmp stays visible, read-only
+        if Path("/tmp") in path.parents:
+            args += ["--ro-bind", str(path), str(path)]
+    for path in [REPO / p for p in PRIVATE] + [Path(p).resolve() for p in hide]:
+        if path.exists() and _hideable(path):
             args += ["--tmpfs", str(path.resolve())]
     args += ["--bind", str(job), str(job), "--chdir", str(job)]
     return args + runner
+
+
+def _needed() -> List[Path]:
+    """What the child must see: this repository (the package and the checks) and the Python it runs."""
+    return [REPO, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
+
+
+def _hideable(path: Path) -> bool:
+    """A folder can be hidden unless the child needs what is inside it."""
+    return not any(n == path or path in n.parents for n in _needed())
 
 
 def run(job: Path, limits: Limits, hide: Sequence[Path] = (), env: Optional[dict] = None) -> Outcome:

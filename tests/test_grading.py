@@ -124,6 +124,7 @@ def _broken_notebooks(gradebook: Path) -> dict:
             f"print(open(SOLUTIONS / '{BASE}' / '{BASE}.ipynb').read()[:100])")), None),
         "reads_gradebook": (insert_after(nb, first, f"print(open({str(gradebook)!r}).read()[:100])"), None),
         "tampers_with_checks": (tamper, None),
+        "opens_a_connection": (insert_after(nb, first, "import socket\nsocket.create_connection(('192.0.2.1', 80), timeout=5)"), None),
     }
 
 
@@ -216,11 +217,13 @@ def test_syntax_error_costs_only_its_part(course):
 
 @pytest.mark.skipif(not bwrap(), reason="bubblewrap (bwrap) is not installed: student code can read every file "
                     "(install it with apt-get install bubblewrap); the limits are still tested")
-def test_hidden_tests_and_gradebook_are_unreadable(course):
+def test_hidden_tests_gradebook_and_network_are_out_of_reach(course):
     for name in ("reads_hidden_tests", "reads_gradebook"):
         r = course["table"][name][BASE]
         assert r.points == _full(course)
         assert "FileNotFoundError" in _notices(r), _notices(r)
+    r = course["table"]["opens_a_connection"][BASE]
+    assert r.points == _full(course) and "Network is unreachable" in _notices(r), _notices(r)
 
 
 def test_regrading_gives_the_same_scores(course, tmp_path):
@@ -242,3 +245,16 @@ def test_regrading_gives_the_same_scores(course, tmp_path):
     full = course["table"]["model"][BASE].points
     rows = {line.split(",")[0]: line for line in tables[0].splitlines()[1:]}
     assert rows["model"].endswith(f",{full:g},{full:g}")
+
+
+def test_pytest_front_end_gives_one_test_per_part(tmp_path):
+    """``pytest --grade``: a student's self-check; the solution passes every part, the release fails each
+    with the grader's explanation."""
+    a = "ex3_rope"
+    good = write(tmp_path, "good", a, solution(a))
+    empty = write(tmp_path, "empty", a, release(a))
+    proc = subprocess.run([PY, "-m", "pytest", "--grade", str(good), str(empty), "-q", "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    parts = len(load_assignment(a).parts)
+    assert f"{parts} failed, {parts} passed" in proc.stdout, proc.stdout[-3000:]
+    assert "still raises NotImplementedError" in proc.stdout
