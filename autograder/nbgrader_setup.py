@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool
 
 from .sandbox import Limits
 
@@ -47,6 +48,8 @@ def configure(c, repo: Path, course: Path) -> None:
 class ShortenHiddenTracebacks(Preprocessor):
     """In feedback, an error in a cell with hidden tests shows only its message (our checks explain the
     mistake there): the traceback would quote the hidden tests' code, which ClearHiddenTests leaves in."""
+
+    enabled = Bool(True)  # nbconvert's preprocessors do nothing unless enabled
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and "BEGIN HIDDEN TESTS" in cell.source:
