@@ -83,7 +83,7 @@ def isolation() -> List[str]:
     """What protects the grader on this machine, one line each; lines starting with WARNING are gaps."""
     lines = ["limits: CPU time, wall time, memory, output size (rlimits and a watchdog)"]
     if bwrap():
-        lines.append("bubblewrap: no network, private /tmp, solutions/, tests/ and the course folder hidden")
+        lines.append("bubblewrap: no network, private /tmp; solutions/, tests/, the graded folder and --hide folders hidden")
     else:
         lines.append("WARNING: bubblewrap (bwrap) is not installed: student code can read every file the grader "
                      "can (solutions, hidden tests, the gradebook) and use the network. Install it "
