@@ -217,15 +217,17 @@ def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits:
             for i, call in enumerate(part.calls):
                 event = checked.get((gid, i))
                 if event is None:
-                    pr.messages.append(f"FAIL  {call.name}: {stopped}")
+                    if f"FAIL  {call.name}: {stopped}" not in pr.messages:
+                        pr.messages.append(f"FAIL  {call.name}: {stopped}")
                     passed = False
                     continue
                 got, read_error = _outputs(job / "out" / f"{gid}.{i}.safetensors", limits.file_bytes)
                 error = event.get("error") if isinstance(event.get("error"), str) else None
                 verdict = judge_outputs(call.name, got, error or read_error, call.params)
                 passed &= verdict.passed
-                if not verdict.passed or not pr.messages:
-                    pr.messages.append(verdict.message())
+                message = verdict.message()
+                if (not verdict.passed or not pr.messages) and message not in pr.messages:  # once per part
+                    pr.messages.append(message)
             pr.points = part.points if passed else 0.0
             result.parts.append(pr)
     result.max_points = spec.auto_points

@@ -74,7 +74,8 @@ def error_text(err: BaseException, cell: int) -> str:
     for frame in traceback.extract_tb(err.__traceback__):
         if frame.filename == f"<cell {cell}>":
             line = f" (line {frame.lineno}: {frame.line.strip() if frame.line else ''})"
-    return f"{type(err).__name__}: {err}{line}"
+    message = f": {err}" if str(err) else ""
+    return f"{type(err).__name__}{message}{line}"
 
 
 def _alarm(seconds: int) -> None:

@@ -91,7 +91,8 @@ def visible(q_pos: Tensor, k_pos: Tensor, causal: bool, window: Optional[int]) -
 
     Absolute positions, e.g. q_pos (T, 1) and k_pos (1, S); ``build_mask`` and ring attention use it.
     """
-    ok = torch.ones(torch.broadcast_shapes(q_pos.shape, k_pos.shape), dtype=torch.bool, device=q_pos.device)
+    # The broadcast shape via a subtraction: torch.broadcast_shapes imports sympy on its first call (~0.3 s).
+    ok = torch.ones((q_pos - k_pos).shape, dtype=torch.bool, device=q_pos.device)
     if causal:
         ok &= k_pos <= q_pos
     if window is not None:
