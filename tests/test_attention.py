@@ -209,3 +209,13 @@ def test_forced_backends_that_can_run_match(backend):
     mask = build_mask(19, 19, causal=True, window=4)
     torch.testing.assert_close(attention(q, k, v, causal=True, window=4, backend=backend),
                                sdpa_oracle(q, k, v, attn_mask=mask), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_float64_inputs_keep_float64_precision(impl):
+    """Scores are not rounded to float32 when the inputs are float64 (the book checks identities in float64)."""
+    torch.manual_seed(0)
+    q, k, v = qkv(n_kv_head=2, T=37, dtype=torch.float64)
+    out = attention(q, k, v, causal=True, impl=impl)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, sdpa_oracle(q, k, v, is_causal=True), rtol=0, atol=1e-12)

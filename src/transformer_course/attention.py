@@ -186,6 +186,11 @@ def attention(
     return _sdpa(q, k, v, causal, window, mask, offset, alibi_slopes, scale, backend)
 
 
+def score_dtype(x: Tensor) -> torch.dtype:
+    """Scores and softmax run in float32 for half-precision inputs, and in float64 for float64 inputs."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def attention_probs(
     q: Tensor,
     k: Tensor,
@@ -197,13 +202,13 @@ def attention_probs(
     alibi_slopes: Optional[Tensor] = None,
     scale: Optional[float] = None,
 ) -> Tensor:
-    """The attention weights softmax(q kᵀ · scale + bias), (B, n_head, T, S), in float32.
+    """The attention weights softmax(q kᵀ · scale + bias), (B, n_head, T, S), in float32 (float64 for float64 inputs).
 
     This is the "naive" path; it is also what the book plots to show what heads attend to.
     """
     n_kv_head, T, S = k.shape[1], q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = (group_rows(q, n_kv_head) @ k.transpose(-1, -2)).float() * scale  # (B, n_kv_head, group·T, S)
+    scores = (group_rows(q, n_kv_head) @ k.transpose(-1, -2)).to(score_dtype(q)) * scale  # (B, n_kv_head, group·T, S)
     scores = scores.view(q.shape[0], q.shape[1], T, S)  # (B, n_head, T, S)
     offset = _resolve_offset(T, S, q_offset) if (causal or window is not None or alibi_slopes is not None) else 0
     q_pos = torch.arange(T, device=q.device).unsqueeze(1) + offset  # (T, 1)
@@ -238,13 +243,13 @@ class OnlineSoftmax:
         self.acc: Optional[Tensor] = None
 
     def update(self, scores: Tensor, v: Tensor) -> None:
-        """scores: (..., Tq, Sk) float32 with -inf where masked; v: (..., Sk, head_dim) (broadcastable)."""
+        """scores: (..., Tq, Sk) in score_dtype, -inf where masked; v: (..., Sk, head_dim) (broadcastable)."""
         block_max = scores.amax(dim=-1, keepdim=True)  # (..., Tq, 1)
         m_new = block_max if self.m is None else torch.maximum(self.m, block_max)
         # A row that has seen only -inf keeps m = -inf; use 0 there so that exp() gives 0, not NaN.
         m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
         p = torch.exp(scores - m_safe)  # (..., Tq, Sk)
-        pv = p @ v.float()  # (..., Tq, head_dim)
+        pv = p @ v.to(p.dtype)  # (..., Tq, head_dim)
         if self.m is None:
             self.l, self.acc = p.sum(dim=-1, keepdim=True), pv
         else:
@@ -288,7 +293,7 @@ def _tiled(q, k, v, causal, window, mask, offset, alibi_slopes, scale, block_siz
             if window is not None and j1 - 1 <= offset + i0 - window:
                 continue  # this block lies entirely before every query's window
             k_pos = torch.arange(j0, j1, device=q.device).unsqueeze(0)  # (1, bk)
-            s = (q_blk @ k[:, :, j0:j1].transpose(-1, -2)).float() * scale  # (B, n_kv_head, group·bq, bk)
+            s = (q_blk @ k[:, :, j0:j1].transpose(-1, -2)).to(score_dtype(q)) * scale  # (B, n_kv_head, group·bq, bk)
             s = s.view(B, n_kv_head, group, bq, j1 - j0)  # (B, n_kv_head, group, bq, bk) for biases and masks
             if slopes is not None:
                 s = s - slopes * (q_pos - k_pos).abs()

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
 
-from .attention import OnlineSoftmax, check_shapes, group_rows, visible
+from .attention import OnlineSoftmax, check_shapes, group_rows, score_dtype, visible
 
 # How long a rank waits for a peer before gloo gives up: long enough for a slow laptop, short enough that
 # a deadlock bug ends as an error instead of a silent hang.
@@ -65,7 +65,7 @@ def _fold(
         return
     k, v = kv[0], kv[1]  # (B, n_kv_head, C, head_dim) each
     C = k.shape[-2]
-    scores = (qg @ k.transpose(-1, -2)).float() * scale  # (B, n_kv_head, group * C, C)
+    scores = (qg @ k.transpose(-1, -2)).to(score_dtype(qg)) * scale  # (B, n_kv_head, group * C, C)
     if causal and src == rank:
         q_pos = rank * C + torch.arange(C, device=qg.device).unsqueeze(1)  # (C, 1) absolute positions
         k_pos = src * C + torch.arange(C, device=qg.device).unsqueeze(0)  # (1, C)
