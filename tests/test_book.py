@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
+from autograder.notebook import load_json, nbgrader, source_of
 from grading_helpers import REPO, tool_env
 
 BIN = Path(sys.executable).parent
@@ -73,7 +74,7 @@ def page_text(path: Path) -> str:
     if path.suffix == ".html":
         text = html.unescape(re.sub(r"<[^>]+>", "", text))
     elif path.suffix == ".ipynb":  # the cells' text, not their JSON-escaped form
-        text += "\n".join("".join(cell["source"]) for cell in json.loads(text)["cells"])
+        text += "\n".join(source_of(cell) for cell in json.loads(text)["cells"])
     return text
 
 
@@ -84,20 +85,16 @@ def hidden_blocks() -> list:
     released = "".join(p.read_text() for p in (REPO / "exercises").glob("*/*.ipynb"))
     blocks = []
     for source in sorted((REPO / "solutions").glob("*/*.ipynb")):
-        for cell in json.loads(source.read_text())["cells"]:
-            text = "".join(cell["source"])
-            if cell["cell_type"] == "markdown" and cell["metadata"].get("nbgrader", {}).get("solution"):
-                text = "### BEGIN SOLUTION\n" + text + "\n### END SOLUTION"  # a model answer to a written question
-            kind = None
-            for line in text.splitlines():
-                begin = re.search(r"BEGIN (SOLUTION|HIDDEN TESTS)", line)
-                if begin:
-                    kind, lines = begin.group(1), []
-                elif kind and re.search(r"END (SOLUTION|HIDDEN TESTS)", line):
-                    blocks.append((kind, lines))
-                    kind = None
-                elif kind and len(line.strip()) >= 20 and json.dumps(line.strip())[1:-1] not in released:
-                    lines.append(line.strip())
+        for cell in load_json(source)["cells"]:
+            text = source_of(cell)
+            if cell["cell_type"] == "markdown" and nbgrader(cell).get("solution"):
+                regions = [("SOLUTION", text)]  # a model answer to a written question
+            else:
+                regions = re.findall(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n(.*?)### END \1", text, re.S)
+            for kind, body in regions:
+                lines = [line.strip() for line in body.splitlines()]
+                blocks.append((kind, [line for line in lines
+                                      if len(line) >= 20 and json.dumps(line)[1:-1] not in released]))
     return blocks
 
 
