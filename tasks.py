@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """The project's single entry point: every target makes (or reuses) its own virtual environment.
 
-    python tasks.py book     set up .venv and build the book into _build/html
-    python tasks.py test     set up .venv and run the whole test suite (pytest arguments may follow)
-    python tasks.py bench    set up .venv and run the benchmarks (model and grading), writing results/*.json
+    python3 tasks.py setup                 set up .venv only (the package, JupyterLab, pytest --grade, nbgrader)
+    python3 tasks.py book                  set up .venv and build the book into _build/html
+    python3 tasks.py test                  set up .venv and run the whole test suite (pytest arguments may follow)
+    python3 tasks.py bench                 set up .venv and run the benchmarks (model and grading), writing results/*.json
+    python3 tasks.py student-edition DIR   write what students receive into DIR (no solutions, no hidden tests)
+    python3 tasks.py setup-cells           put the set-up cell first in every chapter and exercise source
 
 Needs only Python 3.10+ and pip. The environment is reinstalled when pyproject.toml or constraints.txt
-change (a hash of both is kept in .venv/installed.txt).
+change (a hash of both is kept in .venv/installed.txt). In the student edition (no tests/ folder) `setup`
+installs the student's tools only, and the instructor's targets say that they are not there.
 """
 from __future__ import annotations
 
@@ -21,10 +25,14 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
+STUDENT_EDITION = not (ROOT / "tests").is_dir()
+EXTRAS = "student" if STUDENT_EDITION else "dev"
+TARGETS = ("setup", "book", "test", "bench", "student-edition", "setup-cells")
+INSTRUCTOR_ONLY = ("book", "test", "bench", "student-edition", "setup-cells")
 
 
 def _stamp() -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(EXTRAS.encode())
     for name in ("pyproject.toml", "constraints.txt"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
@@ -37,10 +45,10 @@ def ensure_venv() -> None:
     if not PY.exists():
         print(f"[tasks] creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("[tasks] installing the course package and its tools (first run only)", flush=True)
+    print(f"[tasks] installing the course package and its tools ({EXTRAS}; first run only)", flush=True)
     pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", str(ROOT / "constraints.txt")]
     subprocess.run(pip + ["torch==2.13.0"], check=True, cwd=ROOT)  # the CPU build, before anything asks for torch
-    subprocess.run(pip + ["-e", ".[dev]"], check=True, cwd=ROOT)
+    subprocess.run(pip + ["-e", f".[{EXTRAS}]"], check=True, cwd=ROOT)
     marker.write_text(_stamp() + "\n")
 
 
@@ -49,11 +57,34 @@ def run(*cmd: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("book", "test", "bench"):
+    if not argv or argv[0] not in TARGETS:
         print(__doc__)
         return 2
     target, rest = argv[0], argv[1:]
+    if STUDENT_EDITION and target in INSTRUCTOR_ONLY:
+        print(f"`{target}` needs the instructor's repository; this is the student edition. Use "
+              "`python3 tasks.py setup`, then `.venv/bin/jupyter lab` and `.venv/bin/pytest --grade NOTEBOOK`.")
+        return 2
+    if target == "student-edition":
+        if len(rest) != 1:
+            print("usage: python3 tasks.py student-edition DIR")
+            return 2
+        from tools.student_edition import build
+
+        print(f"[tasks] wrote the student edition into {build(Path(rest[0]))}")
+        return 0
+    if target == "setup-cells":
+        from tools.student_edition import write_setup_cells
+
+        changed = write_setup_cells()
+        print("\n".join(f"[tasks] set-up cell written into {p.relative_to(ROOT)}" for p in changed) or "[tasks] all set")
+        if any("solutions" in p.parts for p in changed):
+            print("[tasks] regenerate the releases: nbgrader generate_assignment <assignment> --force")
+        return 0
     ensure_venv()
+    if target == "setup":
+        print(f"[tasks] ready: `source {BIN / 'activate'}`, then `jupyter lab` or `pytest --grade NOTEBOOK`")
+        return 0
     if target == "test":
         return run(PY, "-m", "pytest", *rest)
     if target == "bench":

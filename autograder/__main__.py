@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .grade import grade_folder, grade_notebook
-from .notebook import ASSIGNMENTS
+from .notebook import ASSIGNMENTS, SOLUTIONS, tests_source
 from .report import notebook_report, write_all
 from .sandbox import Limits, isolation
 
@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     g.add_argument("--hide", type=Path, action="append", default=[],
                    help="a folder student code must not see (the course folder with the gradebook); repeatable")
     g.add_argument("--strict", action="store_true", help="exit 1 unless every automatic part scored full marks")
+    g.add_argument("--visible-only", action="store_true",
+                   help="run only the tests students can see (the default where solutions/ is absent)")
     sub.add_parser("isolation", help="say what protects the grader on this machine")
     b = sub.add_parser("bench", help="time grading a simulated class; writes results/grading-cpu.json")
     b.add_argument("--students", type=int, default=6)
@@ -45,6 +47,8 @@ def main(argv=None) -> int:
     if args.command == "isolation":
         return 0
     if args.command == "bench":
+        if not SOLUTIONS.is_dir():
+            parser.error("the benchmark grades the solutions, which only the instructor's repository has")
         from .bench import format_result, run
 
         print(format_result(run(args.students, args.jobs)))
@@ -54,12 +58,13 @@ def main(argv=None) -> int:
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     hide = [p.resolve() for p in args.hide]
+    source = tests_source(hidden=SOLUTIONS.is_dir() and not args.visible_only)
     if args.path.is_dir():
-        results = grade_folder(args.path, jobs=args.jobs, hide=hide,
+        results = grade_folder(args.path, jobs=args.jobs, hide=hide, source=source,
                                progress=lambda r: print(f"{r.student:>16} {r.assignment:<22} "
                                                         f"{r.points:g}/{r.max_points:g}  ({r.seconds:g} s)", flush=True))
     else:
-        results = [grade_notebook(args.path, assignment=args.assignment, hide=hide, limits=Limits())]
+        results = [grade_notebook(args.path, assignment=args.assignment, hide=hide, limits=Limits(), source=source)]
         print(notebook_report(results[0]))
     if args.out:
         write_all(results, args.out)

@@ -19,11 +19,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .checks.base import judge_outputs
-from .notebook import (ASSIGNMENTS, SOLUTIONS, Assignment, NotebookError, grade_id, identify, load_assignment,
+from .notebook import (ASSIGNMENTS, RELEASE, SOLUTIONS, Assignment, NotebookError, grade_id, identify, load_assignment,
                        load_json, nbgrader, source_of)
 from .sandbox import Limits, run
 
 MAX_EVENTS_BYTES = 4 * 2**20
+VISIBLE_ONLY = ("visible tests only: this self-check runs the tests you can see in the notebook; your instructor's "
+                "grading adds hidden tests on other inputs (other seeds, shapes and head counts)")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class NotebookResult:
     notices: List[str] = field(default_factory=list)   # what the student should know beyond the parts
     max_points: float = 0.0
     written_points: float = 0.0                          # graded by hand in nbgrader, not here
+    visible_only: bool = False                           # graded with the release's tests (a self-check)
     seconds: float = 0.0
 
     @property
@@ -155,21 +158,21 @@ def _outputs(path: Path, limit: int) -> Tuple[Optional[dict], Optional[str]]:
 
 def grade_notebook(path: Path, *, student: str = "-", assignment: Optional[str] = None,
                    limits: Limits = Limits(), hide: Sequence[Path] = (), threads: int = 0,
-                   solutions: Path = SOLUTIONS) -> NotebookResult:
+                   source: Path = SOLUTIONS) -> NotebookResult:
     """Grade one notebook. Never raises for a bad submission: problems become notices and zero points."""
     try:
-        return _grade_notebook(Path(path), student, assignment, limits, hide, threads, solutions)
+        return _grade_notebook(Path(path), student, assignment, limits, hide, threads, source)
     except Exception as err:  # a grader bug must cost one notebook, never the batch
         result = NotebookResult(student, assignment or "?", str(path))
         result.notices.append(f"the grader failed on this notebook ({type(err).__name__}: {err}); it was given "
                               "zero points: please report it to the course maintainers")
         if assignment:
-            _zero(result, load_assignment(assignment, solutions), "the grader failed on this notebook")
+            _zero(result, load_assignment(assignment, source), "the grader failed on this notebook")
         return result
 
 
 def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits: Limits, hide: Sequence[Path],
-                    threads: int, solutions: Path) -> NotebookResult:
+                    threads: int, source: Path) -> NotebookResult:
     started = time.monotonic()
     result = NotebookResult(student, assignment or "?", str(path))
     try:
@@ -177,7 +180,7 @@ def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits:
     except NotebookError as err:
         result.notices.append(str(err))
         if assignment:
-            _zero(result, load_assignment(assignment, solutions), "the notebook could not be read")
+            _zero(result, load_assignment(assignment, source), "the notebook could not be read")
         return result
     found = identify(data)
     if assignment is None:
@@ -194,8 +197,11 @@ def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits:
     if kernel not in (None, "python3"):
         result.notices.append(f"the notebook asks for the kernel {kernel!r}; it was run with Python 3 (select the "
                               "'Python 3' kernel and save, or nbgrader cannot run it)")
-    spec = load_assignment(assignment, solutions)
+    spec = load_assignment(assignment, source)
     result.written_points = sum(spec.written.values())
+    if Path(source).resolve() == RELEASE.resolve():
+        result.visible_only = True
+        result.notices.append(VISIBLE_ONLY)
     steps, notices = build_steps(spec, data)
     result.notices += notices
 
@@ -283,7 +289,7 @@ def find_submissions(folder: Path) -> List[Tuple[str, Path]]:
 
 
 def grade_folder(folder: Path, *, jobs: int = 2, limits: Limits = Limits(), hide: Sequence[Path] = (),
-                 solutions: Path = SOLUTIONS, progress=None) -> List[NotebookResult]:
+                 source: Path = SOLUTIONS, progress=None) -> List[NotebookResult]:
     """Grade every submission under ``folder``, ``jobs`` at a time. One result per (student, assignment);
     an assignment a student did not hand in (but others did) gets a zero row that says so. The folder itself
     is hidden from student code (each notebook's code reaches its child through the job file)."""
@@ -295,17 +301,17 @@ def grade_folder(folder: Path, *, jobs: int = 2, limits: Limits = Limits(), hide
         student, nb = pair
         name = nb.stem if nb.stem in ASSIGNMENTS else None
         result = grade_notebook(nb, student=student, assignment=name, limits=limits, hide=hide, threads=threads,
-                                solutions=solutions)
+                                source=source)
         if progress:
             progress(result)
         return result
 
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
         results = list(pool.map(one, pairs))
-    return _one_per_assignment(results, solutions)
+    return _one_per_assignment(results, source)
 
 
-def _one_per_assignment(results: List[NotebookResult], solutions: Path) -> List[NotebookResult]:
+def _one_per_assignment(results: List[NotebookResult], source: Path) -> List[NotebookResult]:
     by_key: Dict[Tuple[str, str], NotebookResult] = {}
     for r in results:
         key = (r.student, r.assignment)
@@ -324,7 +330,7 @@ def _one_per_assignment(results: List[NotebookResult], solutions: Path) -> List[
             if (s, a) not in by_key:
                 missing = NotebookResult(s, a, "")
                 missing.notices.append(f"no notebook for {a} was found in this student's folder")
-                _zero(missing, load_assignment(a, solutions), "not submitted")
+                _zero(missing, load_assignment(a, source), "not submitted")
                 by_key[(s, a)] = missing
     return [by_key[k] for k in sorted(by_key)]
 

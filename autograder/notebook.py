@@ -15,7 +15,8 @@ from typing import Dict, List, Optional
 
 from .sandbox import REPO
 
-SOLUTIONS = REPO / "solutions"
+SOLUTIONS = REPO / "solutions"  # the instructor's sources: visible and hidden tests (not in the student edition)
+RELEASE = REPO / "exercises"     # what students have: the visible tests only
 ASSIGNMENTS = ("ex1_transformer", "ex2_gqa", "ex3_rope", "ex4_kv_cache", "ex5_context_extension")
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 
@@ -127,15 +128,25 @@ def load_assignment(name: str, root: Path = SOLUTIONS) -> Assignment:
     return assignment
 
 
+def tests_source(hidden: bool) -> Path:
+    """Where the assignments' tests come from: the sources (visible and hidden tests) or the releases
+    (visible tests only). Hidden tests need the instructor's repository."""
+    if hidden and not SOLUTIONS.is_dir():
+        raise NotebookError(f"the hidden tests are only in the instructor's repository ({SOLUTIONS} does not exist); "
+                            "this is the student edition, which checks the visible tests only")
+    return SOLUTIONS if hidden else RELEASE
+
+
 def identify(data: dict) -> Optional[str]:
-    """Which assignment a submission is, from its cells' grade_ids (file names get changed)."""
+    """Which assignment a submission is, from its cells' grade_ids (file names get changed). The releases
+    carry the same grade_ids as the sources, and students have them."""
     ids = {grade_id(c) for c in data.get("cells", [])}
     best, overlap = None, 0
     for name in ASSIGNMENTS:
-        path = SOLUTIONS / name / f"{name}.ipynb"
+        path = RELEASE / name / f"{name}.ipynb"
         if not path.exists():
             continue
-        mine = {grade_id(c) for c in load_assignment(name).cells} - {None}
+        mine = {grade_id(c) for c in load_assignment(name, RELEASE).cells} - {None}
         if len(ids & mine) > overlap:
             best, overlap = name, len(ids & mine)
     return best

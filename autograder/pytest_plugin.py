@@ -1,13 +1,13 @@
 """pytest front end: ``pytest --grade path/to/ex1_transformer.ipynb`` (one test per graded part).
 
-A student's self-check, or an instructor's CI. Each notebook is graded once by the same code as
-``python -m autograder grade`` (sandboxed child, judged outside it), so both give the same points;
-every part becomes a test item whose failure message is the grader's explanation.
-Loaded automatically (a ``pytest11`` entry point); without ``--grade`` it does nothing.
+A student's self-check: the visible tests only (the release's test cells), which work in the student
+edition. ``--hidden-tests`` adds the hidden tests (the sources in ``solutions/``): an instructor's CI.
+Each notebook is graded once by the same code as ``python -m autograder grade`` (sandboxed child, judged
+outside it), so both give the same points; every part becomes a test item whose failure message is the
+grader's explanation. Loaded automatically (a ``pytest11`` entry point); without ``--grade`` it does nothing.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,18 @@ import pytest
 
 def pytest_addoption(parser):
     parser.addoption("--grade", action="store_true",
-                     help="collect the .ipynb files given on the command line as graded submissions")
+                     help="collect the .ipynb files given on the command line as graded submissions "
+                          "(visible tests only)")
+    parser.addoption("--hidden-tests", action="store_true",
+                     help="with --grade: run the hidden tests too (needs the instructor's solutions/)")
+
+
+def pytest_report_header(config):
+    if config.getoption("grade"):
+        if config.getoption("hidden_tests"):
+            return "grading with the visible and the hidden tests (solutions/)"
+        return "self-check: visible tests only (the instructor's grading adds hidden tests)"
+    return None
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -24,16 +35,40 @@ def pytest_collect_file(file_path: Path, parent):
     return None
 
 
-@lru_cache(maxsize=None)
-def _graded(path: str):
-    from .grade import grade_notebook
+class _Graded(dict):
+    """Each notebook graded once per session: (path, hidden) -> NotebookResult, in the order graded."""
 
-    return grade_notebook(Path(path))
+    def __call__(self, path: str, hidden: bool):
+        if (path, hidden) not in self:
+            from .grade import grade_notebook
+            from .notebook import tests_source
+
+            self[(path, hidden)] = grade_notebook(Path(path), source=tests_source(hidden))
+        return self[(path, hidden)]
+
+    def cache_items(self):
+        return self.items()
+
+
+_graded = _Graded()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Points per part for every graded notebook, as the report gives them."""
+    if not config.getoption("grade"):
+        return
+    for (path, _), result in _graded.cache_items():
+        scope = "visible tests only" if result.visible_only else "visible and hidden tests"
+        terminalreporter.section(f"{result.assignment}: {result.points:g} / {result.max_points:g} points ({scope})")
+        for part in result.parts:
+            terminalreporter.line(f"  {part.grade_id:<28} {part.points:g} / {part.max_points:g}")
+        if result.written_points:
+            terminalreporter.line(f"  written answers, graded by hand: {result.written_points:g} points")
 
 
 class GradedNotebook(pytest.File):
     def collect(self):
-        result = _graded(str(self.path))
+        result = _graded(str(self.path), self.config.getoption("hidden_tests"))
         if not result.parts:
             yield GradedPart.from_parent(self, name="notebook", part=None, result=result)
         for part in result.parts:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+import html
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, Iterable, List
@@ -11,6 +13,7 @@ from typing import Dict, Iterable, List
 from autograder.notebook import ASSIGNMENTS, load_json, nbgrader, source_of
 
 REPO = Path(__file__).resolve().parent.parent
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
 
 def tool_env(**extra: str) -> dict:
@@ -77,5 +80,60 @@ def by_student(results: Iterable) -> Dict[str, Dict[str, object]]:
     return table
 
 
+# --------------------------------------------------------------------------------------------------
+# The leak oracle: what students must never receive (the site and the student edition are checked with it)
+# --------------------------------------------------------------------------------------------------
+def page_text(path: Path) -> str:
+    """What a reader can see or download from ``path``: HTML without its tags, other files as they are."""
+    text = path.read_text(errors="replace")
+    if path.suffix == ".html":
+        text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    elif path.suffix == ".ipynb":  # the cells' text, not their JSON-escaped form
+        text += "\n".join(source_of(cell) for cell in json.loads(text)["cells"])
+    return text
+
+
+def hidden_blocks() -> list:
+    """The contents of nbgrader's solution and hidden-test blocks in ``solutions/`` (model answers to the
+    written questions included), as (kind, lines): the lines long enough to be specific and absent from
+    every student version."""
+    released = "".join(p.read_text() for p in (REPO / "exercises").glob("*/*.ipynb"))
+    blocks = []
+    for source in sorted((REPO / "solutions").glob("*/*.ipynb")):
+        for cell in load_json(source)["cells"]:
+            text = source_of(cell)
+            if cell["cell_type"] == "markdown" and nbgrader(cell).get("solution"):
+                regions = [("SOLUTION", text)]  # a model answer to a written question
+            else:
+                regions = re.findall(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n(.*?)### END \1", text, re.S)
+            for kind, body in regions:
+                lines = [line.strip() for line in body.splitlines()]
+                blocks.append((kind, [line for line in lines
+                                      if len(line) >= 20 and json.dumps(line)[1:-1] not in released]))
+    return blocks
+
+
+def leaks(root: Path, blocks: list, markers_in: tuple = (".html", ".ipynb", ".md", ".txt", ".py", ".js", ".json")) -> list:
+    """Text files under ``root`` that show nbgrader's markers (in files with a suffix of ``markers_in``), any
+    line of a hidden test, or most of a solution.
+
+    A chapter may teach the same idea as an exercise, so one generic line in common with a solution
+    (``return weights @ v``) is not a leak; half or more of a solution block's specific lines are."""
+    problems = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts):
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:  # images, weights: no text to leak
+            continue
+        text, name = page_text(path), path.relative_to(root)
+        if path.suffix in markers_in:  # the grader's own code names the markers it looks for
+            problems += [f"{name}: marker {m!r}" for m in MARKERS if m in text]
+        for kind, lines in blocks:
+            shown = [line for line in lines if line in text]
+            if shown and (kind == "HIDDEN TESTS" or (len(lines) >= 3 and 2 * len(shown) >= len(lines))):
+                problems.append(f"{name}: {len(shown)} of {len(lines)} lines of a {kind.lower()} block, e.g. {shown[0][:70]!r}")
+    return problems
+
+
 __all__ = ["ASSIGNMENTS", "REPO", "tool_env", "solution", "release", "mutate", "insert_after", "write", "by_student",
-           "index_of", "answer_cells", "graded_test_cells", "code_cell"]
+           "index_of", "answer_cells", "graded_test_cells", "code_cell", "hidden_blocks", "leaks", "page_text", "MARKERS"]

@@ -21,14 +21,13 @@ from urllib.parse import quote
 
 import pytest
 
-from autograder.notebook import load_json, nbgrader, source_of
-from grading_helpers import REPO, tool_env
+from grading_helpers import REPO, hidden_blocks, leaks, tool_env
+from tools.student_edition import BRANCH
 
 BIN = Path(sys.executable).parent
 SITE = REPO / "_build" / "html"
 CHAPTERS = sorted((REPO / "book").glob("[0-9][0-9]_*.ipynb"))
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 REPOSITORY = "transformer-course/transformer-course"  # _config.yml's repository.url
 BUILD_TIMEOUT = 1500  # seconds: a cold build executes every chapter
 
@@ -66,54 +65,6 @@ def site() -> Path:
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=tool_env())
     assert done.returncode == 0, "the book does not build:\n" + done.stdout[-6000:] + done.stderr[-4000:]
     return SITE
-
-
-def page_text(path: Path) -> str:
-    """What a reader can see or download from ``path``: HTML without its tags, other files as they are."""
-    text = path.read_text(errors="replace")
-    if path.suffix == ".html":
-        text = html.unescape(re.sub(r"<[^>]+>", "", text))
-    elif path.suffix == ".ipynb":  # the cells' text, not their JSON-escaped form
-        text += "\n".join(source_of(cell) for cell in json.loads(text)["cells"])
-    return text
-
-
-def hidden_blocks() -> list:
-    """The contents of nbgrader's solution and hidden-test blocks in ``solutions/`` (model answers to the
-    written questions included), as (kind, lines): the lines long enough to be specific and absent from
-    every student version."""
-    released = "".join(p.read_text() for p in (REPO / "exercises").glob("*/*.ipynb"))
-    blocks = []
-    for source in sorted((REPO / "solutions").glob("*/*.ipynb")):
-        for cell in load_json(source)["cells"]:
-            text = source_of(cell)
-            if cell["cell_type"] == "markdown" and nbgrader(cell).get("solution"):
-                regions = [("SOLUTION", text)]  # a model answer to a written question
-            else:
-                regions = re.findall(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n(.*?)### END \1", text, re.S)
-            for kind, body in regions:
-                lines = [line.strip() for line in body.splitlines()]
-                blocks.append((kind, [line for line in lines
-                                      if len(line) >= 20 and json.dumps(line)[1:-1] not in released]))
-    return blocks
-
-
-def leaks(root: Path, blocks: list) -> list:
-    """Files under ``root`` that show nbgrader's markers, any line of a hidden test, or most of a solution.
-
-    A chapter may teach the same idea as an exercise, so one generic line in common with a solution
-    (``return weights @ v``) is not a leak; half or more of a solution block's specific lines are."""
-    problems = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.suffix not in (".html", ".ipynb", ".md", ".txt", ".py", ".js", ".json"):
-            continue
-        text, name = page_text(path), path.relative_to(root)
-        problems += [f"{name}: marker {m!r}" for m in MARKERS if m in text]
-        for kind, lines in blocks:
-            shown = [line for line in lines if line in text]
-            if shown and (kind == "HIDDEN TESTS" or (len(lines) >= 3 and 2 * len(shown) >= len(lines))):
-                problems.append(f"{name}: {len(shown)} of {len(lines)} lines of a {kind.lower()} block, e.g. {shown[0][:70]!r}")
-    return problems
 
 
 def test_the_leak_detector_finds_the_solutions_themselves():
@@ -159,9 +110,11 @@ def test_pages_load_nothing_from_the_network(site):
 def test_notebook_pages_have_launch_download_and_copy_buttons(site):
     page = (site / "book" / "02_self_attention.html").read_text()
     notebook = "book/02_self_attention.ipynb"
-    assert f"mybinder.org/v2/gh/{REPOSITORY}/main?urlpath=" in page
-    assert f"colab.research.google.com/github/{REPOSITORY}/blob/main/{notebook}" in page
-    assert re.search(r"hub/user-redirect/git-pull\?repo=[^\"]*&(amp;)?branch=main", page)
+    # the launch buttons open the student edition's branch, never the instructor's main
+    assert f"mybinder.org/v2/gh/{REPOSITORY}/{BRANCH}?urlpath=" in page
+    assert f"colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/{notebook}" in page
+    assert re.search(rf"hub/user-redirect/git-pull\?repo=[^\"]*&(amp;)?branch={BRANCH}", page)
+    assert "/main" not in " ".join(re.findall(r'href="(https://(?:mybinder|colab)[^"]*)"', page))
     download = re.search(r"href=\"([^\"]*_sources/book/02_self_attention\.ipynb)\"", page)
     assert download and (site / "book" / download.group(1)).resolve().exists()
     assert "copybutton.js" in page

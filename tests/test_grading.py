@@ -248,13 +248,20 @@ def test_regrading_gives_the_same_scores(course, tmp_path):
 
 
 def test_pytest_front_end_gives_one_test_per_part(tmp_path):
-    """``pytest --grade``: a student's self-check; the solution passes every part, the release fails each
-    with the grader's explanation."""
+    """``pytest --grade --hidden-tests``: an instructor's CI; the solution passes every part (hidden tests
+    included), the release fails each with the grader's explanation. Without ``--hidden-tests`` it is a
+    student's self-check, which says that it runs the visible tests only."""
     a = "ex3_rope"
     good = write(tmp_path, "good", a, solution(a))
     empty = write(tmp_path, "empty", a, release(a))
-    proc = subprocess.run([PY, "-m", "pytest", "--grade", str(good), str(empty), "-q", "-p", "no:cacheprovider",
-                           "--rootdir", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    def pytest_grade(*args):
+        return subprocess.run([PY, "-m", "pytest", "--grade", *args, "-q", "-p", "no:cacheprovider", "--rootdir",
+                               str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600).stdout
+
+    out = pytest_grade("--hidden-tests", str(good), str(empty))
     parts = len(load_assignment(a).parts)
-    assert f"{parts} failed, {parts} passed" in proc.stdout, proc.stdout[-3000:]
-    assert "still raises NotImplementedError" in proc.stdout
+    assert f"{parts} failed, {parts} passed" in out, out[-3000:]
+    assert "still raises NotImplementedError" in out and "(visible and hidden tests)" in out
+    out = pytest_grade(str(empty))
+    assert f"{parts} failed" in out and "visible tests only" in out, out[-3000:]
