@@ -18,7 +18,7 @@ import pytest
 
 from autograder.notebook import ASSIGNMENTS, grade_id, load_assignment, nbgrader, source_of
 from grading_helpers import REPO, hidden_blocks, leaks, release, solution, tool_env
-from tools.student_edition import SETUP_CELL, build, has_setup_cell, notebooks_with_setup
+from tools.student_edition import BRANCH, SETUP_CELL, build, has_setup_cell, notebooks_with_setup
 
 pytestmark = [pytest.mark.slow]
 EXERCISE = "ex3_rope"
@@ -207,3 +207,10 @@ def test_set_up_cell_installs_the_package_in_a_fresh_environment(edition, tmp_pa
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = re.search(r"PACKAGE (\S+)", done.stdout).group(1)
     assert installed.startswith(str(fresh)), installed
+
+
+def test_the_publish_workflow_and_the_launch_buttons_use_the_edition():
+    workflow = (REPO / ".github" / "workflows" / "book.yml").read_text()
+    assert "python3 tasks.py student-edition _build/student-edition" in workflow
+    assert re.search(rf"git push .* {BRANCH}\b", workflow)
+    assert re.search(rf"^\s+branch:\s*{BRANCH}\s*$", (REPO / "_config.yml").read_text(), re.M)
