@@ -31,8 +31,6 @@ def main(argv=None) -> int:
     g.add_argument("--assignment", choices=ASSIGNMENTS, help="grade a single notebook as this assignment")
     g.add_argument("--out", type=Path, help="folder for scores.csv, report.md and feedback/ (default: print only)")
     g.add_argument("--jobs", type=int, default=2, help="notebooks graded at once (default 2)")
-    g.add_argument("--hide", type=Path, action="append", default=[],
-                   help="a folder student code must not see (the course folder with the gradebook); repeatable")
     g.add_argument("--strict", action="store_true", help="exit 1 unless every automatic part scored full marks")
     g.add_argument("--visible-only", action="store_true",
                    help="run only the tests students can see (the default where solutions/ is absent)")
@@ -57,14 +55,13 @@ def main(argv=None) -> int:
         parser.error(f"{args.path} does not exist")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    hide = [p.resolve() for p in args.hide]
     source = tests_source(hidden=SOLUTIONS.is_dir() and not args.visible_only)
     if args.path.is_dir():
-        results = grade_folder(args.path, jobs=args.jobs, hide=hide, source=source,
+        results = grade_folder(args.path, jobs=args.jobs, source=source,
                                progress=lambda r: print(f"{r.student:>16} {r.assignment:<22} "
                                                         f"{r.points:g}/{r.max_points:g}  ({r.seconds:g} s)", flush=True))
     else:
-        results = [grade_notebook(args.path, assignment=args.assignment, hide=hide, limits=Limits(), source=source)]
+        results = [grade_notebook(args.path, assignment=args.assignment, limits=Limits(), source=source)]
         print(notebook_report(results[0]))
     if args.out:
         write_all(results, args.out)

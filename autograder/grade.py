@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from .checks.base import judge_outputs
 from .notebook import (ASSIGNMENTS, RELEASE, SOLUTIONS, Assignment, NotebookError, grade_id, identify, load_assignment,
                        load_json, nbgrader, source_of)
-from .sandbox import Limits, run
+from .sandbox import CHILD_ENV, Limits, run
 
 MAX_EVENTS_BYTES = 4 * 2**20
 VISIBLE_ONLY = ("visible tests only: this self-check runs the tests you can see in the notebook; your instructor's "
@@ -47,6 +47,7 @@ class NotebookResult:
     max_points: float = 0.0
     written_points: float = 0.0                          # graded by hand in nbgrader, not here
     visible_only: bool = False                           # graded with the release's tests (a self-check)
+    cell_errors: Dict[int, str] = field(default_factory=dict)  # cell number -> the error it raised
     seconds: float = 0.0
 
     @property
@@ -77,7 +78,7 @@ def build_steps(assignment: Assignment, data: dict) -> Tuple[List[dict], List[st
             steps.append({"kind": "test", "cell": position, "grade_id": gid,
                           "calls": [{"name": c.name, "params": c.params} for c in assignment.parts[gid].calls]})
         else:
-            steps.append({"kind": "code", "cell": position, "source": source_of(cell)})
+            steps.append({"kind": "code", "cell": position, "source": source_of(cell), "locked": True})
         seen.add(gid)
 
     def restore_before(gid: Optional[str], position: int) -> None:
@@ -157,30 +158,32 @@ def _outputs(path: Path, limit: int) -> Tuple[Optional[dict], Optional[str]]:
 
 
 def grade_notebook(path: Path, *, student: str = "-", assignment: Optional[str] = None,
-                   limits: Limits = Limits(), hide: Sequence[Path] = (), threads: int = 0,
+                   limits: Limits = Limits(), threads: int = 0,
                    source: Path = SOLUTIONS) -> NotebookResult:
     """Grade one notebook. Never raises for a bad submission: problems become notices and zero points."""
     try:
-        return _grade_notebook(Path(path), student, assignment, limits, hide, threads, source)
+        return _grade_notebook(Path(path), student, assignment, limits, threads, source)
     except Exception as err:  # a grader bug must cost one notebook, never the batch
         result = NotebookResult(student, assignment or "?", str(path))
         result.notices.append(f"the grader failed on this notebook ({type(err).__name__}: {err}); it was given "
                               "zero points: please report it to the course maintainers")
         if assignment:
-            _zero(result, load_assignment(assignment, source), "the grader failed on this notebook")
+            refuse(result, load_assignment(assignment, source), "the grader failed on this notebook")
         return result
 
 
-def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits: Limits, hide: Sequence[Path],
-                    threads: int, source: Path) -> NotebookResult:
+def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits: Limits, threads: int,
+                    source: Path) -> NotebookResult:
     started = time.monotonic()
     result = NotebookResult(student, assignment or "?", str(path))
     try:
+        if path.is_symlink():  # a link could point at anything the grader can read (the solutions)
+            raise NotebookError(f"{path.name} is a symbolic link, not a notebook; hand in the .ipynb file itself")
         data = load_json(path)
     except NotebookError as err:
         result.notices.append(str(err))
         if assignment:
-            _zero(result, load_assignment(assignment, source), "the notebook could not be read")
+            refuse(result, load_assignment(assignment, source), "the notebook could not be read")
         return result
     found = identify(data)
     if assignment is None:
@@ -197,8 +200,18 @@ def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits:
     if kernel not in (None, "python3"):
         result.notices.append(f"the notebook asks for the kernel {kernel!r}; it was run with Python 3 (select the "
                               "'Python 3' kernel and save, or nbgrader cannot run it)")
-    spec = load_assignment(assignment, source)
+    return grade_submission(data, result, limits, threads, source, started)
+
+
+def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits(), threads: int = 0,
+                     source: Path = SOLUTIONS, started: Optional[float] = None) -> NotebookResult:
+    """Grade a submission already read (``data``, a notebook as a dict) as ``result.assignment``, filling in
+    ``result``: review the student's code, run it sandboxed, judge the outputs here. nbgrader's autograde
+    calls this too (``autograder.nbgrader_engine``), so both paths give the same points."""
+    started = time.monotonic() if started is None else started
+    spec = load_assignment(result.assignment, source)
     result.written_points = sum(spec.written.values())
+    result.max_points = spec.auto_points
     if Path(source).resolve() == RELEASE.resolve():
         result.visible_only = True
         result.notices.append(VISIBLE_ONLY)
@@ -209,12 +222,14 @@ def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits:
         job = Path(tmp)
         (job / "job.json").write_text(json.dumps({
             "cell_seconds": limits.cell_seconds, "output_bytes": limits.output_bytes, "steps": steps}))
-        outcome = run(job, limits, hide, env=_child_env(threads))
+        outcome = run(job, limits, _child_env(job, threads))
         events = _events(job)
         ended = outcome.describe(limits)
         if ended and not outcome.timed_out:
             ended += _last_line(job / "console.txt")
         _cell_notices(result, events, ended)
+        result.cell_errors = {e["cell"]: str(e["error"])[:2000] for e in events
+                              if e.get("event") == "end" and e.get("error") and isinstance(e.get("cell"), int)}
         checked = {(e.get("grade_id"), e.get("call")): e for e in events if e.get("event") == "checked"}
         stopped = outcome.describe(limits) or "the notebook stopped before this test ran"
         for gid, part in spec.parts.items():
@@ -236,12 +251,12 @@ def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits:
                     pr.messages.append(message)
             pr.points = part.points if passed else 0.0
             result.parts.append(pr)
-    result.max_points = spec.auto_points
     result.seconds = round(time.monotonic() - started, 2)
     return result
 
 
-def _zero(result: NotebookResult, spec: Assignment, why: str) -> None:
+def refuse(result: NotebookResult, spec: Assignment, why: str) -> None:
+    """Every part of ``spec`` scores zero in ``result``, with ``why`` as the message."""
     result.parts = [PartResult(gid, 0.0, p.points, p.hidden, [f"FAIL  {why}"]) for gid, p in spec.parts.items()]
     result.max_points = spec.auto_points
     result.written_points = sum(spec.written.values())
@@ -265,9 +280,15 @@ def _cell_notices(result: NotebookResult, events: List[dict], ended: Optional[st
                               "later parts were not graded")
 
 
-def _child_env(threads: int) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "JUPYTER_TOKEN"))}
-    env.update(COURSE_GRADING="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+def _child_env(job: Path, threads: int) -> Dict[str, str]:
+    """The child's whole environment: a few of the grader's variables (``sandbox.CHILD_ENV``), never its
+    tokens or paths, plus the grading settings; home and temporary files in the job folder."""
+    env = {k: os.environ[k] for k in CHILD_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    (job / "tmp").mkdir()
+    env.update(COURSE_GRADING="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0",
+               HOME=str(job), TMPDIR=str(job / "tmp"), MPLCONFIGDIR=str(job / "tmp"))
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
@@ -276,32 +297,48 @@ def _child_env(threads: int) -> Dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 # A folder of submissions
 # --------------------------------------------------------------------------------------------------
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")  # a folder name nbgrader and spreadsheets accept
+
+
 def find_submissions(folder: Path) -> List[Tuple[str, Path]]:
     """(student, notebook) pairs under ``folder``: ``folder/<student>/**/<name>.ipynb`` (nbgrader's
-    ``submitted/<student>/<assignment>/`` layout included), or notebooks directly in ``folder`` (student '-')."""
+    ``submitted/<student>/<assignment>/`` layout included), or notebooks directly in ``folder`` (student '-').
+    Hidden folders below a student's (.ipynb_checkpoints) are skipped; links are not followed."""
     found = []
-    for nb in sorted(Path(folder).rglob("*.ipynb")):
-        rel = nb.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):  # .ipynb_checkpoints and hidden folders
-            continue
-        found.append((rel.parts[0] if len(rel.parts) > 1 else "-", nb))
-    return found
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk does not descend into linked folders
+        rel_dir = Path(dirpath).relative_to(folder)
+        dirnames[:] = sorted(d for d in dirnames if not (rel_dir.parts and d.startswith(".")))
+        for name in sorted(filenames):
+            if name.endswith(".ipynb") and not (rel_dir.parts and name.startswith(".")):
+                rel = rel_dir / name
+                found.append((rel.parts[0] if len(rel.parts) > 1 else "-", Path(dirpath) / name))
+    return sorted(found, key=lambda pair: str(pair[1]))
 
 
-def grade_folder(folder: Path, *, jobs: int = 2, limits: Limits = Limits(), hide: Sequence[Path] = (),
-                 source: Path = SOLUTIONS, progress=None) -> List[NotebookResult]:
+def _invalid_student(student: str, nb: Path) -> Optional[NotebookResult]:
+    """A result that says why ``student`` cannot be a student id, or None for a valid one."""
+    if student == "-" or STUDENT_ID.fullmatch(student):
+        return None
+    result = NotebookResult(student, nb.stem if nb.stem in ASSIGNMENTS else "?", str(nb))
+    result.notices.append(f"the folder name {student!r} cannot be a student id (letters, digits and _ . @ + -, "
+                          "starting with a letter or digit); it was not graded. Rename the folder to the "
+                          "student's id and grade it again")
+    return result
+
+
+def grade_folder(folder: Path, *, jobs: int = 2, limits: Limits = Limits(), source: Path = SOLUTIONS,
+                 progress=None) -> List[NotebookResult]:
     """Grade every submission under ``folder``, ``jobs`` at a time. One result per (student, assignment);
-    an assignment a student did not hand in (but others did) gets a zero row that says so. The folder itself
-    is hidden from student code (each notebook's code reaches its child through the job file)."""
+    an assignment a student did not hand in (but others did) gets a zero row that says so, and a folder
+    that cannot be a student id gets a row that says why."""
     pairs = find_submissions(folder)
-    hide = [*hide, Path(folder)]
     threads = max(1, (os.cpu_count() or 2) // max(jobs, 1))
 
     def one(pair):
         student, nb = pair
         name = nb.stem if nb.stem in ASSIGNMENTS else None
-        result = grade_notebook(nb, student=student, assignment=name, limits=limits, hide=hide, threads=threads,
-                                source=source)
+        result = _invalid_student(student, nb) or grade_notebook(
+            nb, student=student, assignment=name, limits=limits, threads=threads, source=source)
         if progress:
             progress(result)
         return result
@@ -330,7 +367,7 @@ def _one_per_assignment(results: List[NotebookResult], source: Path) -> List[Not
             if (s, a) not in by_key:
                 missing = NotebookResult(s, a, "")
                 missing.notices.append(f"no notebook for {a} was found in this student's folder")
-                _zero(missing, load_assignment(a, source), "not submitted")
+                refuse(missing, load_assignment(a, source), "not submitted")
                 by_key[(s, a)] = missing
     return [by_key[k] for k in sorted(by_key)]
 

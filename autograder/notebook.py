@@ -19,6 +19,7 @@ SOLUTIONS = REPO / "solutions"  # the instructor's sources: visible and hidden t
 RELEASE = REPO / "exercises"     # what students have: the visible tests only
 ASSIGNMENTS = ("ex1_transformer", "ex2_gqa", "ex3_rope", "ex4_kv_cache", "ex5_context_extension")
 MAX_NOTEBOOK_BYTES = 20 * 2**20
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")  # nbgrader's regions
 
 
 class NotebookError(Exception):
@@ -122,7 +123,7 @@ def load_assignment(name: str, root: Path = SOLUTIONS) -> Assignment:
         if cell["cell_type"] == "code" and not meta.get("solution"):
             source = source_of(cell)
             assignment.parts[gid] = Part(gid, float(meta.get("points", 0)), parse_test_cell(source, f"{path}:{gid}"),
-                                         "BEGIN HIDDEN TESTS" in source)
+                                         MARKERS[2] in source)
         else:
             assignment.written[gid] = float(meta.get("points", 0))
     return assignment

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
+import re
 from pathlib import Path
 from typing import Dict, List
 
@@ -11,6 +13,23 @@ from .grade import NotebookResult, safe_name, write_atomically
 
 def _fmt(x: float) -> str:
     return f"{x:g}"
+
+
+def text(value: object) -> str:
+    """Student-controlled text (ids, messages that quote their code or errors) as one line of Markdown that
+    renders as the text itself: HTML escaped, Markdown's active characters escaped, newlines removed."""
+    line = html.escape(" ".join(str(value).split()), quote=True)
+    return re.sub(r"([\\`*_{}\[\]()#+!|~>-])", r"\\\1", line)
+
+
+def fenced(value: object) -> str:
+    """Student-controlled text inside a code fence (where Markdown shows HTML as text): it may not close the fence."""
+    return str(value).replace("```", "` ` `")
+
+
+def cell(value: str) -> str:
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula (OWASP's CSV-injection rule)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def score_table(results: List[NotebookResult]) -> str:
@@ -38,28 +57,29 @@ def score_table(results: List[NotebookResult]) -> str:
     writer = csv.DictWriter(out, fieldnames=header, restval="", lineterminator="\n")
     writer.writeheader()
     for student in sorted(rows):
-        writer.writerow(rows[student])
+        writer.writerow({k: cell(v) for k, v in rows[student].items()})
     return out.getvalue()
 
 
 def notebook_report(r: NotebookResult) -> str:
     """The feedback one student reads for one exercise."""
-    lines = [f"## {r.assignment} ({r.student}): {_fmt(r.points)} / {_fmt(r.max_points)} automatic points"]
+    lines = [f"## {text(r.assignment)} ({text(r.student)}): {_fmt(r.points)} / {_fmt(r.max_points)} automatic points"]
     if r.written_points:
         lines.append(f"Written answers ({_fmt(r.written_points)} points) are graded by hand.")
     if r.notices:
-        lines += ["", "Notices:"] + [f"- {n}" for n in r.notices]
+        lines += ["", "Notices:"] + [f"- {text(n)}" for n in r.notices]
     lines.append("")
     for p in r.parts:
         tag = " (hidden test)" if p.hidden else ""
-        lines.append(f"### {p.grade_id}{tag}: {_fmt(p.points)} / {_fmt(p.max_points)}")
-        lines += ["```", *p.messages, "```"]
+        lines.append(f"### {text(p.grade_id)}{tag}: {_fmt(p.points)} / {_fmt(p.max_points)}")
+        lines += ["```text", *[fenced(m) for m in p.messages], "```"]
     return "\n".join(lines) + "\n"
 
 
 def class_report(results: List[NotebookResult]) -> str:
     lines = ["# Grading report", "", "| student | assignment | points | max | time (s) |", "|---|---|---|---|---|"]
-    lines += [f"| {r.student} | {r.assignment} | {_fmt(r.points)} | {_fmt(r.max_points)} | {r.seconds:g} |" for r in results]
+    lines += [f"| {text(r.student)} | {text(r.assignment)} | {_fmt(r.points)} | {_fmt(r.max_points)} | {r.seconds:g} |"
+              for r in results]
     return "\n".join(lines) + "\n\n" + "\n".join(notebook_report(r) for r in results)
 
 

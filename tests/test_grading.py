@@ -142,7 +142,7 @@ def course(tmp_path_factory):
     for name, (nb, filename) in broken.items():
         write(submitted, name, BASE, nb, filename or "")
     before = _hashes(submitted)
-    results = grade_folder(submitted, jobs=2, limits=LIMITS, hide=[private])
+    results = grade_folder(submitted, jobs=2, limits=LIMITS)
     return {"results": results, "table": by_student(results), "submitted": submitted, "before": before,
             "broken": set(broken),
             "max": {a: load_assignment(a).auto_points for a in ASSIGNMENTS}, "private": private}
