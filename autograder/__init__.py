@@ -12,15 +12,25 @@ in a sandboxed process and the judge outside it (see ``autograder/grade.py``).
 """
 from __future__ import annotations
 
-from .checks import REGISTRY, CheckFailed, StudentError, run_student_side
-from .checks.base import judge_outputs
-
 __all__ = ["check", "CheckFailed", "StudentError", "REGISTRY"]
+
+
+def __getattr__(name: str):
+    """The checks (and torch) load on first use, so that nbgrader's configuration and the pytest plugin,
+    which import this package, start quickly."""
+    if name in ("REGISTRY", "CheckFailed", "StudentError"):
+        from . import checks
+
+        return getattr(checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check(name: str, namespace: dict, **params) -> None:
     """Grade one part in this process; raises CheckFailed (an AssertionError) with the explanation."""
     __tracebackhide__ = True  # pytest and IPython hide this frame: the message is what matters
+    from .checks import REGISTRY, CheckFailed, run_student_side
+    from .checks.base import judge_outputs
+
     if name not in REGISTRY:
         raise ValueError(f"unknown check {name!r}; known: {', '.join(sorted(REGISTRY))}")
     got, error = run_student_side(name, namespace, params)

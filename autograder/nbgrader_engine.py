@@ -24,7 +24,6 @@ from nbformat import NotebookNode, from_dict
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from .grade import NotebookResult, grade_submission, refuse
 from .notebook import MARKERS, SOLUTIONS, grade_id, load_assignment, nbgrader
 from .sandbox import Limits
 
@@ -59,6 +58,8 @@ class SandboxedExecute(NbGraderPreprocessor):
     """Grade the notebook with the course's engine and write each test cell's verdict into its outputs."""
 
     def preprocess(self, nb: NotebookNode, resources: dict):
+        from .grade import NotebookResult, grade_submission, refuse  # imports torch: only when grading
+
         info = resources["nbgrader"]
         result = NotebookResult(info["student"], info["assignment"], info["notebook"])
         coursedir = CourseDirectory(config=self.config)

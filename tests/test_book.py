@@ -8,9 +8,7 @@ to ``test-artifacts/screenshots/``.
 from __future__ import annotations
 
 import functools
-import html
 import http.server
-import json
 import re
 import shutil
 import subprocess

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -56,7 +55,8 @@ def test_it_holds_what_students_need_and_nothing_of_the_instructors(edition):
     for private in ("solutions", "tests", "nbgrader_config.py", "_config.yml", "course", ".ci", ".github", "tools"):
         assert private not in top, f"{private} is in the student edition"
     files = [p.relative_to(edition).as_posix() for p in edition.rglob("*") if p.is_file()]
-    for instructor_only in ("autograder/nbgrader_setup.py", "autograder/kernel.py", "autograder/bench.py"):
+    for instructor_only in ("autograder/nbgrader_setup.py", "autograder/nbgrader_plugins.py", "autograder/nbgrader_engine.py",
+                            "autograder/bench.py"):
         assert instructor_only not in files
     assert not [f for f in files if f.endswith((".db", ".pt")) or "__pycache__" in f or "gradebook" in f], files
     for a in ASSIGNMENTS:

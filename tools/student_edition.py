@@ -32,7 +32,7 @@ INCLUDE = (
 # ... except these: the instructor's side of the grader (nbgrader's settings, kernel and plugins; the
 # benchmark, which grades the solutions) and files no student needs.
 EXCLUDE = (
-    "autograder/nbgrader_setup.py", "autograder/nbgrader_plugins.py", "autograder/kernel.py", "autograder/bench.py",
+    "autograder/nbgrader_setup.py", "autograder/nbgrader_plugins.py", "autograder/nbgrader_engine.py", "autograder/bench.py",
     "*/__pycache__/*", "*.pyc", "*/.ipynb_checkpoints/*", "src/transformer_course/pretrained/*/train_state.pt",
 )
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
