@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from .checks.base import judge_outputs
 from .notebook import (ASSIGNMENTS, RELEASE, SOLUTIONS, Assignment, NotebookError, grade_id, identify, load_assignment,
                        load_json, nbgrader, source_of)
+from .review import review
 from .sandbox import CHILD_ENV, Limits, run
 
 MAX_EVENTS_BYTES = 4 * 2**20
@@ -217,6 +218,15 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
         result.notices.append(VISIBLE_ONLY)
     steps, notices = build_steps(spec, data)
     result.notices += notices
+    findings = review(result.assignment, [(s["cell"], s["source"]) for s in steps if s["kind"] == "code" and not s.get("locked")],
+                      [s["source"] for s in steps if s["kind"] == "code" and s.get("locked")])
+    refused = [f"cell {f.cell}, line {f.line}: {f.message}" for f in findings if not f.parts]
+    if refused:  # tampering: nothing of this notebook runs
+        result.notices += refused
+        refuse(result, spec, "the grader did not run this notebook: its code reaches into the grader or the Python "
+                             "runtime (see the notices); remove that code and submit again")
+        result.seconds = round(time.monotonic() - started, 2)
+        return result
 
     with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
         job = Path(tmp)
@@ -225,8 +235,8 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
         outcome = run(job, limits, _child_env(job, threads))
         events = _events(job)
         ended = outcome.describe(limits)
-        if ended and not outcome.timed_out:
-            ended += _last_line(job / "console.txt")
+        if ended and not outcome.timed_out and not any(e.get("event") == "check" for e in events):
+            ended += _last_line(job / "console.txt")  # only before a check: then it could show a hidden test's inputs
         _cell_notices(result, events, ended)
         result.cell_errors = {e["cell"]: str(e["error"])[:2000] for e in events
                               if e.get("event") == "end" and e.get("error") and isinstance(e.get("cell"), int)}
@@ -249,7 +259,9 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
                 message = verdict.message()
                 if (not verdict.passed or not pr.messages) and message not in pr.messages:  # once per part
                     pr.messages.append(message)
-            pr.points = part.points if passed else 0.0
+            forbidden = [f"FAIL  cell {f.cell}, line {f.line}: {f.message}" for f in findings if gid in f.parts]
+            pr.messages += [m for m in forbidden if m not in pr.messages]
+            pr.points = part.points if passed and not forbidden else 0.0
             result.parts.append(pr)
     result.seconds = round(time.monotonic() - started, 2)
     return result

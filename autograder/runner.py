@@ -93,6 +93,7 @@ def drop_privileges(uid: int) -> None:
 
 def main(job: Path) -> int:
     spec = json.loads((job / "job.json").read_text())
+    (job / "job.json").unlink(missing_ok=True)  # the hidden tests' parameters: not left for student code to read
     if spec.get("uid") is not None and os.geteuid() == 0:
         drop_privileges(int(spec["uid"]))
     # Imports resolve to the installed grader and package only: not to files in the job folder (the working
