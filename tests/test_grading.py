@@ -120,8 +120,7 @@ def _broken_notebooks(gradebook: Path) -> dict:
         "wrong_kernel": (kernel, None),
         "not_json": ('{"cells": [ this is not json', None),
         "reads_hidden_tests": (insert_after(nb, first, (
-            "from autograder.notebook import SOLUTIONS\n"
-            f"print(open(SOLUTIONS / '{BASE}' / '{BASE}.ipynb').read()[:100])")), None),
+            f"print(open({str(REPO / 'solutions' / BASE / (BASE + '.ipynb'))!r}).read()[:100])")), None),
         "reads_gradebook": (insert_after(nb, first, f"print(open({str(gradebook)!r}).read()[:100])"), None),
         "tampers_with_checks": (tamper, None),
         "opens_a_connection": (insert_after(nb, first, "import socket\nsocket.create_connection(('192.0.2.1', 80), timeout=5)"), None),
