@@ -264,3 +264,15 @@ def test_pytest_front_end_gives_one_test_per_part(tmp_path):
     assert "still raises NotImplementedError" in out and "(visible and hidden tests)" in out
     out = pytest_grade(str(empty))
     assert f"{parts} failed" in out and "visible tests only" in out, out[-3000:]
+
+
+def test_a_correct_answer_in_float64_gets_full_marks(tmp_path):
+    """Exercise 5 built with float64 tables: the package rebuilds them in float32 from the frequencies the
+    student set (it used to reset them to the unscaled ones, and the student was blamed)."""
+    from autograder.grade import grade_notebook
+
+    a = "ex5_context_extension"
+    nb = mutate(solution(a), "apply_scaling", "angles = positions.float()[:, None] * inv_freq",
+                "angles = positions.double()[:, None] * inv_freq.double()")
+    result = grade_notebook(write(tmp_path, "float64", a, nb), assignment=a)
+    assert result.points == result.max_points, "\n".join(m for p in result.parts for m in p.messages)

@@ -364,3 +364,25 @@ def test_span_equals_forward_on_the_same_positions():
     dynamic = RotaryEmbedding(16, context_length=32, scaling=RopeScaling("dynamic_ntk", 2.0, 16))
     for a, b in zip(dynamic.span(0, 24), dynamic(torch.arange(0, 24))):  # past L = 16: rescaled, not cached
         assert torch.equal(a, b)
+
+
+def test_tables_set_in_float64_keep_the_frequencies_they_were_built_from():
+    """A caller (exercise 5) sets scaled frequencies and float64 tables: the float32 rebuild keeps them."""
+    rope = RotaryEmbedding(16, context_length=64)
+    scaled = rope.inv_freq.double() / 4  # position interpolation by 4
+    positions = torch.arange(64)
+    cos64, sin64 = (t.double() for t in rope_cos_sin(positions, scaled))  # tables a student built in float64
+    rope.inv_freq, rope.cos_cached, rope.sin_cached = scaled, cos64, sin64
+    cos, sin = rope(positions)
+    assert cos.dtype == torch.float32 and rope.inv_freq.dtype == torch.float32
+    torch.testing.assert_close(rope.inv_freq, scaled.float())
+    torch.testing.assert_close(cos, cos64.float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(sin, sin64.float(), atol=1e-6, rtol=0)
+
+
+def test_a_half_precision_cast_recomputes_the_frequencies():
+    rope = RotaryEmbedding(16, context_length=64)
+    exact = rope.inv_freq.clone()
+    rope.half()
+    rope(torch.arange(8))
+    torch.testing.assert_close(rope.inv_freq, exact, atol=0, rtol=0)

@@ -216,7 +216,8 @@ class RotaryEmbedding(nn.Module):
     the usual caveat of dynamic NTK with a KV cache.)
 
     If the module is cast to a low precision (``model.half()``), the rounded tables are rebuilt in
-    float32 at the next call: RoPE angles need float32.
+    float32 at the next call: RoPE angles need float32. Tables replaced in another precision (float64,
+    say) are rebuilt in float32 from the ``inv_freq`` the module holds then, scaled or not.
     """
 
     def __init__(
@@ -238,10 +239,13 @@ class RotaryEmbedding(nn.Module):
         self.scaling, self.layout = scaling, layout
         self._build_cache(device)
 
-    def _build_cache(self, device) -> None:
-        # For dynamic_ntk the cached tables are the unscaled ones (valid while the length stays <= L).
-        seq_len = self.scaling.original_context_length if self._dynamic else None
-        inv_freq, self.attention_factor = rope_inv_freq(self.head_dim, self.base, self.scaling, seq_len, device=device)
+    def _build_cache(self, device, inv_freq: Optional[Tensor] = None) -> None:
+        """The tables from ``inv_freq`` (kept, in float32) or, without it, from the base and the scaling."""
+        if inv_freq is None:
+            # For dynamic_ntk the cached tables are the unscaled ones (valid while the length stays <= L).
+            seq_len = self.scaling.original_context_length if self._dynamic else None
+            inv_freq, self.attention_factor = rope_inv_freq(self.head_dim, self.base, self.scaling, seq_len, device=device)
+        inv_freq = inv_freq.to(device=device, dtype=torch.float32)
         cos, sin = rope_cos_sin(
             torch.arange(self.context_length, device=device), inv_freq,
             attention_factor=self.attention_factor, layout=self.layout,
@@ -260,8 +264,11 @@ class RotaryEmbedding(nn.Module):
                 f"positions must be integer token positions, got dtype {positions.dtype}. For fractional "
                 "positions use rope_cos_sin(positions, inv_freq) directly."
             )
-        if self.cos_cached.dtype != torch.float32:  # the module was cast: rebuild the tables in float32
-            self._build_cache(self.cos_cached.device)
+        if self.cos_cached.dtype != torch.float32:  # the tables were cast or replaced: rebuild them in float32
+            # from the frequencies they hold where those are exact (a caller may have set scaled ones, in
+            # float32 or float64); a cast to half precision rounded them, so those are computed again.
+            exact = self.inv_freq.dtype in (torch.float32, torch.float64)
+            self._build_cache(self.cos_cached.device, self.inv_freq if exact else None)
         if positions.numel() == 0:
             idx = positions.to(self.cos_cached.device)
             return self.cos_cached[idx], self.sin_cached[idx]
