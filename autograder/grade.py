@@ -218,8 +218,9 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
         result.notices.append(VISIBLE_ONLY)
     steps, notices = build_steps(spec, data)
     result.notices += notices
-    findings = review(result.assignment, [(s["cell"], s["source"]) for s in steps if s["kind"] == "code" and not s.get("locked")],
-                      [s["source"] for s in steps if s["kind"] == "code" and s.get("locked")])
+    code = [s for s in steps if s["kind"] == "code"]
+    findings = review(result.assignment, [(s["cell"], s["source"]) for s in code if not s.get("locked")],
+                      [s["source"] for s in code if s.get("locked")])
     refused = [f"cell {f.cell}, line {f.line}: {f.message}" for f in findings if not f.parts]
     if refused:  # tampering: nothing of this notebook runs
         result.notices += refused

@@ -192,7 +192,8 @@ def run(job: Path, limits: Limits, env: Dict[str, str]) -> Outcome:
     cgroup = _make_cgroup(limits.processes)
     uid = private_uid()
     if uid is not None:
-        os.chown(job, uid, uid)
+        for path in [job, *(p for p in job.iterdir() if p.is_dir())]:  # the job folder and its tmp/ are the child's
+            os.chown(path, uid, uid)
         spec = json.loads((job / "job.json").read_text())
         (job / "job.json").write_text(json.dumps(dict(spec, uid=uid)))
 

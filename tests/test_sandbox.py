@@ -61,6 +61,12 @@ def test_the_child_sees_the_student_edition_only(tmp_path, monkeypatch):
         assert probe["uid"] not in (0, os.geteuid()), probe["uid"]
 
 
+def test_temporary_files_work(tmp_path):
+    code = PROBE + "import tempfile\nwith tempfile.NamedTemporaryFile() as f:\n    f.write(b'x')\n    probe(name=f.name)"
+    outcome, events, probe = run_cells(tmp_path, code)
+    assert probe and probe["name"].startswith(str(tmp_path / "job")), (probe, events)
+
+
 @needs_bwrap
 def test_nothing_outside_the_job_folder_can_be_written(tmp_path):
     targets = [REPO / "autograder" / "planted.py", Path(sys.prefix) / "lib" / "planted.pth", REPO / "src" / "x",
