@@ -222,15 +222,17 @@ def nbgrader_batch(tmp_path_factory, batch):
     link = submitted / "linker" / A / f"{A}.ipynb"
     link.parent.mkdir(parents=True)
     link.symlink_to(SOLUTION_FILE)
-    log = _nbgrader("autograde", A, "--force", env=env, check=False)
-    write(submitted, "late", A, release(A))  # the probe: graded after everything above
-    _nbgrader("autograde", A, "--force", "--student=late", env=env)
     from nbgrader.api import Gradebook
 
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        scores = {s.student.id: s.score for s in gb.assignment_submissions(A)}
-        auto = {s.student.id: s.code_score for s in gb.assignment_submissions(A)}
-    return {"log": log, "scores": scores, "auto": auto, "course": course}
+    def automatic_points() -> dict:
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+            return {s.student.id: s.code_score for s in gb.find_assignment(A).submissions}
+
+    log = _nbgrader("autograde", A, "--force", env=env, check=False)
+    first = automatic_points()
+    write(submitted, "late", A, release(A))  # the probe: graded after everything above
+    _nbgrader("autograde", A, "--force", env=env, check=False)  # the whole folder again, the probe included
+    return {"log": log, "first": first, "auto": automatic_points(), "course": course}
 
 
 def _nbgrader(*args, env, check=True) -> str:
@@ -260,3 +262,8 @@ def test_nbgrader_attacks_score_no_more_than_honest_work(nbgrader_batch, batch):
     assert nbgrader_batch["auto"]["honest"] == full
     assert nbgrader_batch["auto"]["linker"] == 0
     assert nbgrader_batch["auto"]["late"] == 0, "after the hostile batch, an untouched release scored points"
+
+
+def test_nbgrader_grading_the_same_folder_again_gives_the_same_scores(nbgrader_batch):
+    again = {s: v for s, v in nbgrader_batch["auto"].items() if s != "late"}
+    assert again == nbgrader_batch["first"]
