@@ -179,7 +179,8 @@ def test_every_chapter_and_exercise_starts_with_the_set_up_cell():
 def test_set_up_cell_installs_the_package_in_a_fresh_environment(edition, tmp_path):
     """A virtual environment without the course package (its other packages borrowed from this one, so
     that nothing is downloaded) runs an exercise's first cells: the set-up cell installs the package from
-    the edition's folder, and the exercise's imports then work. Run again, the cell does nothing."""
+    the edition's folder (where it would have cloned it), and the exercise's imports then work. Run again,
+    the cell does nothing."""
     fresh = tmp_path / "fresh"
     venv.EnvBuilder(with_pip=False).create(fresh)
     python = fresh / "bin" / "python"
@@ -199,7 +200,8 @@ def test_set_up_cell_installs_the_package_in_a_fresh_environment(edition, tmp_pa
         "    assert result.success, result.error_in_exec or result.error_before_exec\n"
         "import transformer_course; print('PACKAGE', transformer_course.__file__)\n"
     )
-    env = dict(os.environ, COURSE_EDITION=str(edition), PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0",
+    (tmp_path / "transformer-course").symlink_to(edition)  # where the cell would clone it, so it need not
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0",
                PIP_DISABLE_PIP_VERSION_CHECK="1", MPLBACKEND="Agg")
     env.pop("PYTHONPATH", None)
     done = subprocess.run([str(python), "-c", script, json.dumps(first)], cwd=tmp_path, capture_output=True, text=True,

@@ -47,8 +47,9 @@ if importlib.util.find_spec("transformer_course") is None:
     if not os.path.isdir(edition):
         subprocess.run(["git", "clone", "-q", "--depth=1", "--branch={BRANCH}",
                         "{URL}", edition], check=True)
+    edition = os.path.abspath(edition)  # a path, so that pip does not look for a package of that name
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", edition + "[notebooks]"], check=True)
-    os.environ.setdefault("COURSE_RESULTS", os.path.join(os.path.abspath(edition), "results"))
+    os.environ.setdefault("COURSE_RESULTS", os.path.join(edition, "results"))
     importlib.invalidate_caches()'''
 SETUP_CELL_ID = "course-setup"
 
