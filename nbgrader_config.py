@@ -4,7 +4,8 @@ The source notebooks are solutions/<assignment>/ and the student versions exerci
 committed). Class data - submissions, autograded copies, feedback, the gradebook - lives in the course
 folder, ``course/`` here unless COURSE_DIR names another; it is never committed. The exchange is
 COURSE_EXCHANGE, or ``exchange/`` in the course folder. Nothing here changes the environment of the
-kernels JupyterLab starts (it loads this file for the formgrader): grading uses its own kernel.
+kernels JupyterLab starts (it loads this file for the formgrader): autograding runs on the course's
+sandboxed engine (autograder/nbgrader_engine.py), not in a kernel.
 """
 import os
 import sys
