@@ -6,14 +6,14 @@ import html
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, Iterable, List
 
-from autograder.notebook import ASSIGNMENTS, load_json, nbgrader, source_of
+from autograder.notebook import ASSIGNMENTS, MARKERS, load_json, nbgrader, source_of
 
 REPO = Path(__file__).resolve().parent.parent
-MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
 
 def tool_env(**extra: str) -> dict:
@@ -21,6 +21,15 @@ def tool_env(**extra: str) -> dict:
     ``alembic`` by name when it creates a gradebook), plus ``extra``."""
     bin_dir = str(Path(sys.executable).parent)
     return dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra)
+
+
+def run_nbgrader(*args: str, env: dict, cwd: Path = REPO, check: bool = True, timeout: int = 600) -> str:
+    """``nbgrader ARGS`` with this Python; its log, and (with ``check``) an assertion that it succeeded."""
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    log = proc.stdout + proc.stderr
+    assert not check or proc.returncode == 0, f"`nbgrader {' '.join(args)}` failed:\n{log[-4000:]}"
+    return log
 
 
 def solution(assignment: str) -> dict:
@@ -136,4 +145,4 @@ def leaks(root: Path, blocks: list, markers_in: tuple = (".html", ".ipynb", ".md
 
 
 __all__ = ["ASSIGNMENTS", "REPO", "tool_env", "solution", "release", "mutate", "insert_after", "write", "by_student",
-           "index_of", "answer_cells", "graded_test_cells", "code_cell", "hidden_blocks", "leaks", "page_text", "MARKERS"]
+           "index_of", "answer_cells", "graded_test_cells", "code_cell", "hidden_blocks", "leaks", "page_text", "MARKERS", "run_nbgrader"]

@@ -17,7 +17,8 @@ import pytest
 from autograder.grade import grade_folder
 from autograder.notebook import load_assignment
 from autograder.report import class_report, score_table, write_all
-from grading_helpers import REPO, by_student, hidden_blocks, insert_after, mutate, release, solution, write
+from grading_helpers import (REPO, by_student, hidden_blocks, insert_after, mutate, release, run_nbgrader, solution,
+                             tool_env, write)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 A = "ex2_gqa"  # quick to grade
@@ -206,12 +207,10 @@ def nbgrader_attacks() -> dict:
 
 @pytest.fixture(scope="module")
 def nbgrader_batch(tmp_path_factory, batch):
-    from grading_helpers import tool_env
-
     course = tmp_path_factory.mktemp("nbgrader-hostile")
     env = tool_env(COURSE_DIR=str(course))
     release_dir = f"--CourseDirectory.release_directory={course / 'release'}"
-    _nbgrader("generate_assignment", A, "--force", release_dir, env=env)
+    run_nbgrader("generate_assignment", A, "--force", release_dir, env=env, timeout=1200)
     submitted = course / "submitted"
     students = ["honest", "untouched", *batch["attacks"]]
     for student in students:
@@ -228,21 +227,11 @@ def nbgrader_batch(tmp_path_factory, batch):
         with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
             return {s.student.id: s.code_score for s in gb.find_assignment(A).submissions}
 
-    log = _nbgrader("autograde", A, "--force", env=env, check=False)
+    log = run_nbgrader("autograde", A, "--force", env=env, check=False, timeout=1200)
     first = automatic_points()
     write(submitted, "late", A, release(A))  # the probe: graded after everything above
-    _nbgrader("autograde", A, "--force", env=env, check=False)  # the whole folder again, the probe included
+    run_nbgrader("autograde", A, "--force", env=env, check=False, timeout=1200)  # the whole folder again, the probe included
     return {"log": log, "first": first, "auto": automatic_points(), "course": course}
-
-
-def _nbgrader(*args, env, check=True) -> str:
-    import subprocess
-
-    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=1200)
-    if check:
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc.stdout + proc.stderr
 
 
 def test_nbgrader_grades_every_submission_and_the_batch_goes_on(nbgrader_batch, batch):

@@ -41,6 +41,7 @@ from autograder.nbgrader_setup import COURSE_ID, configure
 from autograder.notebook import ASSIGNMENTS, load_assignment, source_of
 from autograder.sandbox import Limits
 from grading_helpers import REPO, by_student, insert_after, mutate, solution, tool_env
+from grading_helpers import run_nbgrader as nbgrader
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 PY = sys.executable
@@ -65,13 +66,6 @@ KERNEL_PROBE = ("import json, os, matplotlib\n"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 SOURCE_CODE = (".py", ".md", ".toml", ".yml", ".yaml", ".cfg")  # what people edit; nbgrader never writes these
-
-
-def nbgrader(*args: str, env: dict, cwd: Path = REPO) -> str:
-    proc = subprocess.run([PY, "-m", "nbgrader", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"`nbgrader {' '.join(args)}` failed:\n{log[-4000:]}"
-    return log
 
 
 def working_tree() -> set:

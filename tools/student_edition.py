@@ -20,6 +20,8 @@ import subprocess
 from pathlib import Path
 from typing import Iterable, List
 
+from autograder.notebook import MARKERS  # standard library only, like this module
+
 ROOT = Path(__file__).resolve().parent.parent
 BRANCH = "student-edition"  # where the publish workflow pushes it; the book's launch buttons open it
 URL = "https://github.com/transformer-course/transformer-course"  # _config.yml's repository.url
@@ -35,7 +37,6 @@ EXCLUDE = (
     "autograder/nbgrader_setup.py", "autograder/nbgrader_plugins.py", "autograder/nbgrader_engine.py", "autograder/bench.py",
     "*/__pycache__/*", "*.pyc", "*/.ipynb_checkpoints/*", "src/transformer_course/pretrained/*/train_state.pt",
 )
-MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 README = Path(__file__).with_name("student-README.md")
 
 SETUP_CELL = f'''\
