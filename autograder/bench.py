@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from transformer_course.bench import machine_info
+from transformer_course.results import machine_info
 
 from .grade import grade_folder
 from .notebook import ASSIGNMENTS, SOLUTIONS

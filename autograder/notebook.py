@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -19,6 +20,7 @@ SOLUTIONS = REPO / "solutions"  # the instructor's sources: visible and hidden t
 RELEASE = REPO / "exercises"     # what students have: the visible tests only
 ASSIGNMENTS = ("ex1_transformer", "ex2_gqa", "ex3_rope", "ex4_kv_cache", "ex5_context_extension")
 MAX_NOTEBOOK_BYTES = 20 * 2**20
+PYTHON_CELL_MAGICS = ("time", "timeit", "capture", "prun")  # cell magics that run their body as Python
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")  # nbgrader's regions
 
 
@@ -88,25 +90,53 @@ def parse_test_cell(source: str, where: str) -> List[Call]:
 
 
 def load_json(path: Path) -> dict:
-    """A notebook file as a dict, or a NotebookError that says what is wrong with it."""
+    """A notebook file as a dict, read and validated by nbformat, or a NotebookError that says what is wrong."""
+    import nbformat  # here, not at the top: the student-edition tool imports this module with the stdlib only
+
     try:
         size = path.stat().st_size
         if size > MAX_NOTEBOOK_BYTES:
             raise NotebookError(f"{path.name} is {size / 2**20:.0f} MiB; clear its outputs (Edit > Clear Outputs of "
                                 "All Cells), save, and submit again")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        major = json.loads(text).get("nbformat") if text.lstrip().startswith("{") else None
     except UnicodeDecodeError:
         raise NotebookError(f"{path.name} is not a text file; submit the .ipynb notebook itself") from None
     except json.JSONDecodeError as err:
         raise NotebookError(f"{path.name} is not a valid notebook (JSON error at line {err.lineno}: {err.msg}). "
                             "Open it in JupyterLab; if it does not open, restore it from a checkpoint or "
                             "re-download the exercise and copy your answers in.") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise NotebookError(f"{path.name} is JSON but not a notebook (no list of cells)")
-    if data.get("nbformat") != 4:
-        raise NotebookError(f"{path.name} has notebook format {data.get('nbformat')!r}; save it with a current "
-                            "JupyterLab (format 4)")
-    return data
+    if major is None:
+        raise NotebookError(f"{path.name} is JSON but not a notebook (no nbformat version)")
+    if major != 4:
+        raise NotebookError(f"{path.name} has notebook format {major!r}; save it with a current JupyterLab (format 4)")
+    try:
+        nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+        nbformat.validate(nb)
+    except (nbformat.ValidationError, nbformat.reader.NotJSONError, AttributeError, KeyError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise NotebookError(f"{path.name} is not a valid notebook ({reason}). Open it in JupyterLab and save it "
+                            "again; if it does not open, re-download the exercise and copy your answers in.") from None
+    return nbformat.from_dict(nb)
+
+
+def python_source(source: str) -> str:
+    """A code cell as the Python a kernel runs: IPython's own input transformer turns magics (``%time``),
+    shell escapes (``!ls``) and help (``x?``) into calls on ``get_ipython()``, line for line; the grader's
+    runner answers them with ``runner.GradingShell``, which runs none of them. A cell magic whose body is
+    Python (``%%time``, ``%%capture``: ``PYTHON_CELL_MAGICS``) becomes that body, so that its definitions
+    exist as in a kernel. The runner executes exactly this code and the review reads exactly this code."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    magic = re.match(r"\s*%%(\w+)[^\n]*(\n|$)", source)
+    if magic and magic.group(1) in PYTHON_CELL_MAGICS:
+        return "\n" * magic.group(0).count("\n") + python_source(source[magic.end():])
+    lead = re.match(r"(?:[ \t\r]*\n)*", source).group(0)
+    body, blank = source[len(lead):], lead.count("\n")  # IPython drops leading blank lines: keep the line numbers
+    try:
+        return "\n" * blank + TransformerManager().transform_cell(body)
+    except Exception:  # noqa: BLE001 (input it cannot tokenise: compile() then reports the error to the student)
+        return source
 
 
 @functools.lru_cache(maxsize=None)

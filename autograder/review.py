@@ -71,6 +71,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from .notebook import python_source
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -262,7 +264,6 @@ PASSTHROUGH = {"list", "tuple", "set", "frozenset", "dict", "iter", "next", "rev
 PASSTHROUGH_LIBRARIES = ("copy", "functools", "operator", "itertools", "collections", "weakref", "contextlib",
                          "types.SimpleNamespace", "dataclasses.replace")
 BUILTIN_NAMES = set(dir(builtins))
-MAGIC = ("%", "!")
 CLASS = "<class>"  # a value that is a class object (type(x), x.__class__)
 DEF = "<def:"      # "<def:N>": the student's (or a locked cell's) function or class number N
 MAX_ROUNDS = 30    # of the alias fixpoint; honest notebooks settle in 3 or 4
@@ -307,29 +308,15 @@ def review(assignment: str, student_cells: List[Tuple[int, str]], locked_sources
     return sorted(unique.values(), key=lambda f: (f.cell, f.line, f.rule, f.message))
 
 
-def strip_magics(source: str) -> str:
-    """IPython magics and shell escapes become ``pass`` (the runner does the same; the indentation is kept
-    here so that a magic inside a block still parses)."""
-    out = []
-    for line in source.splitlines():
-        stripped = line.lstrip()
-        out.append(line[: len(line) - len(stripped)] + "pass  # " + stripped if stripped.startswith(MAGIC) else line)
-    return "\n".join(out)
-
-
 def _parse(source: str) -> Optional[ast.Module]:
-    """The cell's syntax tree; None when it does not parse (the runner reports that). The runner's own
-    replacement of magics (``pass`` at column 0) is tried as well, so that no cell it can run goes unread."""
-    runner_style = "\n".join("pass  # " + line if line.lstrip().startswith(MAGIC) else line
-                             for line in source.splitlines())
-    for text in (strip_magics(source), runner_style):
-        try:
-            return ast.parse(text)
-        except (SyntaxError, ValueError, MemoryError):
-            continue
-        except RecursionError:
-            return None  # the runner cannot compile it either
-    return None
+    """The cell's syntax tree, of the code the runner runs (``notebook.python_source``: IPython's own
+    input transformer); None when it does not parse (the runner reports that)."""
+    try:
+        return ast.parse(python_source(source))
+    except (SyntaxError, ValueError, MemoryError):
+        return None
+    except RecursionError:
+        return None  # the runner cannot compile it either
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ import time
 import traceback
 from pathlib import Path
 
-MAGIC = ("%", "!")  # IPython magics and shell escapes: not run by the grader (nbgrader's kernel would)
+from autograder.notebook import python_source
+
 
 
 class CellTimeout(BaseException):
@@ -64,8 +65,21 @@ class Events:
         self.file.flush()
 
 
-def strip_magics(source: str) -> str:
-    return "\n".join("pass  # " + line if line.lstrip().startswith(MAGIC) else line for line in source.splitlines())
+class GradingShell:
+    """What ``get_ipython()`` is while a notebook is graded. IPython's input transformer (``python_source``)
+    turns magics and shell escapes into calls on it; none of them runs here: no shell commands, no
+    extensions, no kernel hooks (the body of a Python cell magic is plain code by then)."""
+
+    def run_line_magic(self, name, line, *args):
+        return None
+
+    def run_cell_magic(self, name, line, body):
+        return None
+
+    def system(self, command):
+        return None
+
+    getoutput = system
 
 
 def error_text(err: BaseException, cell: int) -> str:
@@ -123,7 +137,8 @@ def main(job: Path) -> int:
             started = time.monotonic()
             error = None
             try:
-                source = strip_magics(step["source"])
+                source = python_source(step["source"])
+                namespace["get_ipython"] = GradingShell
                 linecache.cache[f"<cell {cell}>"] = (len(source), None, source.splitlines(True), f"<cell {cell}>")
                 code = compile(source, f"<cell {cell}>", "exec")
                 _alarm(spec["cell_seconds"])

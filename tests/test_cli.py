@@ -7,7 +7,8 @@ import torch
 
 from transformer_course import ModelConfig
 from transformer_course.accounting import count_parameters, human_bytes, kv_cache_bytes, weights_bytes
-from transformer_course.bench import bench_attention_cpu, check_targets, format_table, machine_info
+from transformer_course.bench import bench_attention_cpu, check_targets, format_table
+from transformer_course.results import machine_info
 from transformer_course.cli import main
 
 
@@ -64,7 +65,7 @@ def test_train_command_writes_a_checkpoint_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     assert "final validation loss" in capsys.readouterr().out
     assert {"model.safetensors", "config.json", "train_state.pt", "summary.json"} <= {p.name for p in out.iterdir()}
-    from transformer_course.train import load_checkpoint
+    from transformer_course.checkpoint import load_checkpoint
     config = load_checkpoint(out).config
     assert config.n_layer == 1 and config.rope_scaling.kind == "linear" and config.rope_scaling.factor == 2.0
     args[args.index("--steps") + 1] = "5"

@@ -74,9 +74,18 @@ def test_token_losses_rejects_bad_input():
     model = tiny_model()
     with pytest.raises(ValueError, match="B, T"):
         token_losses(model, torch.zeros(5, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer"):
+        token_losses(model, torch.zeros(1, 5))
+
+
+def test_token_losses_need_no_guard_against_a_cache():
+    """Positions are explicit, so a model with a KV cache set up gives the same losses as without one."""
+    model = tiny_model()
+    ids = torch.randint(0, 256, (1, 12))
+    expected = token_losses(model, ids)
     model.setup_cache(1, 16)
-    with pytest.raises(ValueError, match="remove_cache"):
-        token_losses(model, torch.zeros(1, 5, dtype=torch.long))
+    model(ids[:, :5], 0)  # something left in the cache
+    torch.testing.assert_close(token_losses(model, ids), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_perplexity_by_length_uses_the_same_documents_for_every_length(docs):
@@ -128,10 +137,10 @@ def test_with_rope_scaling_sets_the_config_and_leaves_the_original_alone():
     for name, scaling in standard_scalings(4, 32).items():
         scaled = with_rope_scaling(model, scaling)
         assert scaled.config.rope_scaling == scaling, name
-        assert scaled.backbone.rope.scaling == scaling, f"{name}: the model's RotaryEmbedding ignored the config"
+        assert scaled.rope.scaling == scaling, f"{name}: the model's RotaryEmbedding ignored the config"
         if scaling is not None and scaling.kind != "dynamic_ntk":
             expected, _ = rope_inv_freq(model.config.head_dim, model.config.rope_base, scaling)
-            torch.testing.assert_close(scaled.backbone.rope.inv_freq, expected, atol=0, rtol=0)
+            torch.testing.assert_close(scaled.rope.inv_freq, expected, atol=0, rtol=0)
     assert model.config.rope_scaling is None
     with pytest.raises(ValueError, match="RoPE"):
         with_rope_scaling(tiny_model(position="learned"), RopeScaling("linear", 2, 32))
@@ -155,14 +164,14 @@ def test_linear_scaling_is_rope_at_positions_divided_by_s():
             return self(torch.arange(start, end))
 
     reference = with_rope_scaling(model, None)
-    reference.backbone.rope = FractionalRope(reference.backbone.rope)
+    reference.rope = FractionalRope(reference.rope)
     ids = torch.randint(0, 256, (2, 96))
     with torch.no_grad():
         torch.testing.assert_close(scaled(ids), reference(ids), atol=1e-5, rtol=0)
         assert not torch.allclose(scaled(ids), model(ids), atol=1e-2), "scaling changed nothing"
     k = torch.arange(0, 24)
-    cos_s, sin_s = scaled.backbone.rope(s * k)  # integer positions that are multiples of s ...
-    cos_1, sin_1 = model.backbone.rope(k)  # ... equal the original at p / s
+    cos_s, sin_s = scaled.rope(s * k)  # integer positions that are multiples of s ...
+    cos_1, sin_1 = model.rope(k)  # ... equal the original at p / s
     torch.testing.assert_close(cos_s, cos_1, atol=1e-6, rtol=0)
     torch.testing.assert_close(sin_s, sin_1, atol=1e-6, rtol=0)
 
@@ -189,8 +198,8 @@ def test_context_extension_runs_each_method_on_the_same_windows(docs):
 class PasskeyOracle(nn.Module):
     """A fake model that reads the pass key from its context: greedy decoding returns the key.
 
-    It follows generate's cache protocol (setup_cache, then only new tokens), so it sees the whole
-    sequence either way. ``wrong_after`` digits in, it answers "x" instead: a broken retriever.
+    It follows generate's cache protocol (setup_cache, then only new tokens at their start_pos), so it sees
+    the whole sequence either way. ``wrong_after`` digits in, it answers "x" instead: a broken retriever.
     """
 
     def __init__(self, wrong_after=None):
@@ -203,10 +212,10 @@ class PasskeyOracle(nn.Module):
     def remove_cache(self):
         self.cached, self.seen = False, None
 
-    def forward(self, idx):
-        if self.seen is None:
+    def forward(self, idx, start_pos=0):
+        if start_pos == 0:
             self.prompts.append(idx.clone())
-        self.seen = torch.cat([self.seen, idx], dim=1) if self.cached and self.seen is not None else idx
+        self.seen = torch.cat([self.seen[:, :start_pos], idx], dim=1) if self.cached and start_pos else idx
         logits = torch.zeros(idx.shape[0], idx.shape[1], 256)  # (B, T, vocab)
         for b, row in enumerate(self.seen.tolist()):
             text = bytes(row).decode("ascii")

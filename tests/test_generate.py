@@ -25,11 +25,27 @@ def test_cached_logits_equal_full_forward_step_by_step():
     x = torch.randint(0, 50, (2, 30))
     full = model(x)
     model.setup_cache(2, 30)
-    pieces = [model(x[:, :9])]  # prefill longer than the window
-    for t in range(9, 30, 3):
-        pieces.append(model(x[:, t:t + 3]))  # decode several tokens at a time
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-4)
+    for _ in range(2):  # the second pass restarts at position 0 over a used cache: nothing of the first remains
+        pieces = [model(x[:, :9], 0)]  # prefill longer than the window
+        for t in range(9, 30, 3):
+            pieces.append(model(x[:, t:t + 3], t))  # decode several tokens at a time
+        torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-4)
     assert model.blocks[0].attn.kv_cache.capacity == 5  # memory bounded by the window
+
+
+def test_positions_are_explicit_and_a_cache_can_rewind():
+    """forward(idx, start_pos) is a function of its arguments: the cache's state never shifts positions."""
+    model = TransformerLM(ModelConfig(**VARIANTS["llama-gqa"])).eval()
+    x, other = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 4))
+    full = model(x)
+    torch.testing.assert_close(model(x[:, 5:], 5)[:, :0], full[:, :0])  # no cache: positions from start_pos
+    model.setup_cache(2, 12)
+    model(x[:, :8], 0)
+    model(other, 8)  # a rejected draft of 4 tokens at positions 8 .. 11 ...
+    torch.testing.assert_close(model(x[:, 8:], 8), full[:, 8:], atol=1e-5, rtol=1e-4)  # ... overwritten
+    torch.testing.assert_close(model(x, 0), full, atol=1e-5, rtol=1e-4)  # without a cache, or at 0 with one: the same
+    with pytest.raises(ValueError, match="continue at start_pos=12"):
+        model(x[:, :1], 13)  # position 12 was never stored
 
 
 def test_seeded_sampling_is_the_same_with_and_without_cache():
@@ -50,17 +66,19 @@ def test_cache_writes_in_place_and_never_reallocates():
     cache = KVCache(1, 2, 10, 4)
     ptr = cache.k.data_ptr()
     k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
-    k_all, _ = cache.update(k, v)
+    k_all, _ = cache.update(k, v, 0)
     assert cache.length == 3 and torch.equal(k_all, k)
-    k_all, v_all = cache.update(k[:, :, :1], v[:, :, :1])
+    k_all, v_all = cache.update(k[:, :, :1], v[:, :, :1], 3)
     assert cache.length == 4 and k_all.shape == (1, 2, 4, 4) and torch.equal(v_all[:, :, 3], v[:, :, 0])
     assert cache.k.data_ptr() == ptr
+    k_all, _ = cache.update(v[:, :, :2], v[:, :, :2], 1)  # rewind: positions 1, 2 rewritten, 3 dropped
+    assert cache.length == 3 and torch.equal(k_all[:, :, 1:], v[:, :, :2]) and torch.equal(k_all[:, :, 0], k[:, :, 0])
     with pytest.raises(ValueError, match="KV cache is full"):
-        cache.update(torch.randn(1, 2, 7, 4), torch.randn(1, 2, 7, 4))
+        cache.update(torch.randn(1, 2, 8, 4), torch.randn(1, 2, 8, 4), 3)
     with pytest.raises(ValueError, match="batch size"):
-        cache.update(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
-    cache.reset()
-    assert cache.length == 0
+        cache.update(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4), 3)
+    with pytest.raises(ValueError, match="start_pos=4"):
+        cache.update(k, v, 4)  # a gap: position 3 is not stored
 
 
 def test_rolling_cache_returns_the_window_in_order():
@@ -68,21 +86,25 @@ def test_rolling_cache_returns_the_window_in_order():
     seen = []
     for chunk in ([0, 1, 2], [3], [4, 5, 6, 7, 8], [9]):
         k = torch.tensor(chunk, dtype=torch.float32).view(1, 1, -1, 1)
-        k_all, _ = cache.update(k, k)
+        k_all, _ = cache.update(k, k, chunk[0])
         seen.append(k_all.flatten().tolist())
     # each update returns the kept positions (at most the last 4) followed by the new ones
     assert seen == [[0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8], [5, 6, 7, 8, 9]]
     assert cache.length == 10
+    with pytest.raises(ValueError, match="rolling cache continues at start_pos=10"):
+        cache.update(k, k, 7)  # positions that left the window cannot be rewritten
+    k_all, _ = cache.update(k, k, 0)  # a restart
+    assert cache.length == 1 and k_all.flatten().tolist() == [9]
 
 
 def test_cache_errors_say_what_to_do():
     model = TransformerLM(ModelConfig(**VARIANTS["gpt"]))
-    with pytest.raises(RuntimeError, match="setup_cache"):
-        model.reset_cache()
     model.setup_cache(1, 8)
     model(torch.zeros(1, 6, dtype=torch.long))
-    with pytest.raises(ValueError, match="setup_cache\\(max_len=9\\)"):
-        model(torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="setup_cache\\(batch_size, max_len=9\\)"):
+        model(torch.zeros(1, 3, dtype=torch.long), 6)
+    with pytest.raises(ValueError, match="start_pos=-1 must be >= 0"):
+        model(torch.zeros(1, 3, dtype=torch.long), -1)
 
 
 def test_sampling_filters():

@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from transformer_course.long_context import FINE_TUNED, ZERO_SHOT, main
+from transformer_course.long_context import FINE_TUNED, ZERO_SHOT, write_study
 
 
 @pytest.mark.slow
 def test_study_writes_results_and_plot(tmp_path):
-    path = main(out_dir=str(tmp_path), multiples=(1, 2), fine_tune_steps=2, passkey_trials=1, max_docs=2)
+    path = write_study(out_dir=str(tmp_path), multiples=(1, 2), fine_tune_steps=2, passkey_trials=1, max_docs=2)
     results = json.loads(path.read_text())
     assert path.with_suffix(".png").stat().st_size > 10_000
     assert results["lengths"] == [256, 512] and len(results["documents"]) == 2

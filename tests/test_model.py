@@ -61,9 +61,9 @@ def test_every_parameter_gets_a_finite_gradient(variant):
 
 def test_tied_embeddings_share_one_tensor():
     model = TransformerLM(ModelConfig(**SMALL))
-    assert model.lm_head.weight is model.embed.tok_emb.weight
+    assert model.lm_head.weight is model.tok_emb.weight
     untied = TransformerLM(ModelConfig(**SMALL, tie_embeddings=False))
-    assert untied.lm_head.weight is not untied.embed.tok_emb.weight
+    assert untied.lm_head.weight is not untied.tok_emb.weight
 
 
 def test_mha_module_matches_torch_multihead_attention():

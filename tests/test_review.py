@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from autograder.notebook import ASSIGNMENTS, RELEASE, SOLUTIONS, load_assignment, nbgrader, source_of
-from autograder.review import FORBIDDEN, PARTS, Finding, review, strip_magics
+from autograder.notebook import python_source
+from autograder.review import FORBIDDEN, PARTS, Finding, review
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -340,8 +341,14 @@ def attention(q, k, v, causal=True):
     assert [f.rule for f in found] == ["monkeypatch"] and found[0].line == 3
 
 
-def test_magics_are_passed_over_and_bad_syntax_gives_nothing():
-    assert strip_magics("  %time x = 1\n!ls\ny = 2") == "  pass  # %time x = 1\npass  # !ls\ny = 2"
+def test_magics_are_read_as_ipython_runs_them_and_bad_syntax_gives_nothing():
+    """IPython's own transformer: line for line, magics and shell escapes become calls on get_ipython()."""
+    assert python_source("%time x = 1\n!ls\ny = 2") == (
+        "get_ipython().run_line_magic('time', 'x = 1')\nget_ipython().system('ls')\ny = 2\n")
+    assert python_source("%%time\nx = 1\n!ls") == "\nx = 1\nget_ipython().system('ls')\n"  # the body runs
+    assert [(f.rule, f.line) for f in findings("ex1_transformer", "%%capture out\nimport gc\n")] == [
+        ("runtime-introspection", 2)]  # so the review reads it
+    assert findings("ex1_transformer", "%%bash\nimport gc\n") == []  # not Python: it never runs
     assert findings("ex1_transformer", "%load_ext autoreload\nfor i in range(2):\n    %time print(i)\n") == []
     assert findings("ex1_transformer", "def broken(:\n    import gc") == []
     assert [f.rule for f in findings("ex1_transformer", "for i in range(2):\n    %time i\n    import gc\n")] == [

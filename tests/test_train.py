@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from transformer_course import pretrained
-from transformer_course.train import TrainConfig, evaluate, load_checkpoint, lr_at, save_checkpoint, train
+from transformer_course.checkpoint import load_checkpoint, save_checkpoint
+from transformer_course.train import TrainConfig, evaluate, lr_at, train
 
 TINY = dict(n_layer=2, n_embd=32, n_head=4, n_kv_head=2, ffn_hidden=64, context_length=32)
 
@@ -77,7 +78,7 @@ def test_checkpoint_round_trip(tmp_path):
         assert loaded.config == model.config
         x = torch.randint(0, 256, (1, 16))
         assert torch.equal(loaded(x), model(x))
-        assert (loaded.lm_head.weight is loaded.embed.tok_emb.weight) == tie
+        assert (loaded.lm_head.weight is loaded.tok_emb.weight) == tie
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         load_checkpoint(tmp_path)
 

@@ -1,16 +1,28 @@
 """transformer_course: the reference implementation of the course *Transformer Architecture and Long Context*.
 
-Modules, one concept each:
+Modules in layers; each imports only from the layers above it, and ``config`` imports nothing of the package.
+
+Mechanisms
+    config           ModelConfig (with presets, ``from_hf``) and RopeScaling: plain data, the leaf
     attention        attention(q, k, v, ...): naive, tiled (FlashAttention in PyTorch) and SDPA; masks
-    positions        sinusoidal, RoPE (+ PI, NTK, dynamic NTK, YaRN scaling), ALiBi
+    positions        sinusoidal, RoPE (+ PI, NTK, dynamic NTK, YaRN, Llama 3 scaling), ALiBi
     layers, moe      LayerNorm, RMSNorm, FFN, SwiGLU; mixture of experts
     multi_head       MultiHeadAttention (MHA, GQA, MQA, cross-attention)
     kv_cache         KVCache, RollingKVCache
+    ring_attention   attention across processes (torch.distributed)
+Models
     model            TransformerLM, TransformerEncoder, EncoderDecoderLM
     generate         generate(model, idx, max_new_tokens, ...)
     accounting       parameters, FLOPs and memory from a config
-    ring_attention   attention across processes (torch.distributed)
-    config           ModelConfig and presets
+    checkpoint       save_checkpoint, load_checkpoint (our folders); hf, convert: Hugging Face folders and keys
+    pretrained       the models shipped with the course
+Experiments
+    data, baselines  the corpus (the standard library's sources), passkey prompts; n-gram baselines
+    train, evaluate  the training loop; losses in bits per byte, passkey accuracy
+    long_context     the context-extension study of the shipped model
+Tools
+    results          reading results files, and the machine they were measured on
+    bench, model_card, cli   benchmarks, the shipped model's card, ``python -m transformer_course``
 """
 from .config import ModelConfig
 from .model import EncoderDecoderLM, TransformerEncoder, TransformerLM

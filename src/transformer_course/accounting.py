@@ -36,8 +36,8 @@ def _n_ffn(c: ModelConfig, active_only: bool) -> int:
 
 def attention_params(c: ModelConfig) -> int:
     """Parameters of one layer's attention: projection matrices plus their biases."""
-    biases = (c.n_head + 2 * c.n_kv_head) * c.head_dim + c.n_embd
-    return _attention_weights(c) + (biases if c.bias else 0)
+    qkv_biases = (c.n_head + 2 * c.n_kv_head) * c.head_dim
+    return _attention_weights(c) + (qkv_biases if c.bias or c.qkv_bias else 0) + (c.n_embd if c.bias else 0)
 
 
 def ffn_params(c: ModelConfig, *, active_only: bool = False) -> int:

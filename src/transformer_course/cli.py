@@ -53,11 +53,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
-    import logging
 
     from .train import TrainConfig, train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _log_progress()
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
     kwargs = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     model = dict(_parse_assignment(a) for a in args.set)
@@ -67,6 +66,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"final validation loss {result.val_loss:.4f} nats/byte = {result.val_loss / math.log(2):.4f} "
           f"bits/byte after {result.seconds / 60:.1f} min" + (f"; checkpoint in {args.out_dir}" if args.out_dir else ""))
     return 0
+
+
+def _log_progress() -> None:
+    """The commands print the library's progress messages (the library itself configures no logging)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 
 def _parse_assignment(text: str):
@@ -87,18 +93,19 @@ def _parse_rope_scaling(text: str) -> dict:
 
 
 def cmd_long_context(args: argparse.Namespace) -> int:
-    from .long_context import main as study, main_budget
+    from .long_context import write_budget, write_study
 
+    _log_progress()
     if args.budget:
-        print(f"written to {main_budget(out_dir=args.out_dir, base=args.model)}")
+        print(f"written to {write_budget(out_dir=args.out_dir, base=args.model)}")
         return 0
-    path = study(out_dir=args.out_dir, base=args.model, fine_tune_steps=args.fine_tune_steps)
+    path = write_study(out_dir=args.out_dir, base=args.model, fine_tune_steps=args.fine_tune_steps)
     print(f"written to {path} and {path.with_suffix('.png')}")
     return 0
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from .pretrained import write_card
+    from .model_card import write_card
 
     print(f"written to {write_card(args.model)}")
     return 0

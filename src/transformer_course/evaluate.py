@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .data import passkey_sample
 from .generate import generate
 from .model import TransformerLM
-from .positions import RopeScaling
+from .config import RopeScaling
 
 Docs = Sequence[Tuple[str, Tensor]]  # (name, (n_bytes,) uint8 tokens), as from data.long_documents()
 
@@ -48,9 +48,6 @@ def token_losses(model: nn.Module, ids: Tensor) -> Tensor:
         raise ValueError(f"ids must be (B, T + 1) token ids with T >= 1; got shape {tuple(ids.shape)} (use ids[None]).")
     if ids.is_floating_point() or ids.is_complex():
         raise TypeError(f"ids must hold integer token ids; got dtype {ids.dtype}.")
-    if getattr(model, "cache_length", None) is not None:
-        raise ValueError("the model has a KV cache set up, so forward() would continue a cached sequence; "
-                         "call model.remove_cache() before measuring losses.")
     ids = ids.to(device=_device(model), dtype=torch.long)
     x, y = ids[:, :-1], ids[:, 1:]  # (B, T) inputs and their next tokens
     was_training = model.training

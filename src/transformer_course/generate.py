@@ -51,9 +51,14 @@ def generate(model: TransformerLM, idx: Tensor, max_new_tokens: int, *, use_cach
              generator: Optional[torch.Generator] = None) -> Tensor:
     """Extend ``idx`` (B, T) by ``max_new_tokens`` tokens -> (B, T + max_new_tokens).
 
-    With ``use_cache`` a KV cache is set up for exactly the length needed and removed afterwards (a cache
-    the caller set up beforehand is replaced). Learned positions cannot go past ``context_length``; the
-    model raises a ValueError that says so rather than silently cropping the prompt.
+    With ``use_cache`` a KV cache is set up for exactly the length needed and removed afterwards, also when
+    something fails (a cache the caller set up beforehand is replaced). Learned positions cannot go past
+    ``context_length``; the model raises a ValueError that says so rather than silently cropping the prompt.
+
+    Dynamic NTK scaling (``RopeScaling("dynamic_ntk", ...)``) past the original length gives different tokens
+    with and without the cache, as in Hugging Face transformers: without it, every step recomputes all keys with
+    the frequencies of the current length; with it, the cached keys keep the frequencies they were rotated with.
+    Every other scaling gives the same tokens both ways.
     """
     if idx.dim() != 2:
         raise ValueError(f"idx must be (B, T) token ids; got shape {tuple(idx.shape)} (use idx[None]).")
@@ -65,11 +70,12 @@ def generate(model: TransformerLM, idx: Tensor, max_new_tokens: int, *, use_cach
     try:
         if use_cache:
             model.setup_cache(idx.shape[0], idx.shape[1] + max_new_tokens)
-            step_input = idx  # prefill: the whole prompt once
+            step_input, start_pos = idx, 0  # prefill: the whole prompt once, at positions 0 .. T - 1
             for _ in range(max_new_tokens):
-                next_token = pick(model(step_input)[:, -1])  # (B, 1)
+                next_token = pick(model(step_input, start_pos)[:, -1])  # (B, 1)
+                start_pos += step_input.shape[1]
                 idx = torch.cat([idx, next_token], dim=1)
-                step_input = next_token  # decode: only the new token
+                step_input = next_token  # decode: only the new token, at the next position
         else:
             for _ in range(max_new_tokens):
                 idx = torch.cat([idx, pick(model(idx)[:, -1])], dim=1)

@@ -26,10 +26,10 @@ from typing import Optional
 
 import torch
 
-from .bench import machine_info
 from .data import load_split, long_documents
 from .evaluate import loss_by_position, passkey_accuracy, perplexity_by_length, with_rope_scaling
-from .positions import RopeScaling
+from .config import RopeScaling
+from .results import machine_info
 from .train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -175,16 +175,16 @@ def _length_axis(ax, lengths) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def main_budget(out_dir: str = "results", **kwargs) -> Path:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def write_budget(out_dir: str = "results", **kwargs) -> Path:
+    """Run ``fine_tune_budget`` and write ``long_context_budget-cpu.json`` into ``out_dir``."""
     path = Path(out_dir) / "long_context_budget-cpu.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(fine_tune_budget(**kwargs), indent=1) + "\n")
     return path
 
 
-def main(out_dir: str = "results", **kwargs) -> Path:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def write_study(out_dir: str = "results", **kwargs) -> Path:
+    """Run the study and write ``long_context-cpu.json`` and its plot into ``out_dir``."""
     results = run_study(**kwargs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The three transformer families, assembled from the package's parts.
+"""The three transformer families, each one class that reads top to bottom.
 
     TransformerLM       decoder-only, causal (GPT, Llama, Mistral): (B, T) token ids -> (B, T, vocab) logits
     TransformerEncoder  encoder-only, bidirectional (BERT): (B, T) ids -> (B, T, vocab) masked-LM logits
@@ -6,11 +6,18 @@
 
 All three are built from one ``ModelConfig``. Shapes: idx (B, T); hidden states x (B, T, C), C = n_embd.
 
-State-dict keys (documented for graders and checkpoint converters):
+State-dict keys (what ``model.state_dict()`` holds; graders and the converters of ``convert.py`` use them):
     tok_emb.weight (vocab, C); pos_emb.weight (context_length, C) when position == "learned";
-    blocks.{i}.norm1, blocks.{i}.attn.{q,k,v,o}_proj, blocks.{i}.norm2, blocks.{i}.ffn.{up,down[,gate]};
-    decoder blocks of EncoderDecoderLM also have norm_cross and cross_attn;
-    norm_f.weight; lm_head.weight (vocab, C), the same tensor as tok_emb.weight when tie_embeddings.
+    blocks.{i}.norm1, blocks.{i}.attn.{q,k,v,o}_proj, blocks.{i}.norm2, blocks.{i}.ffn.{up,down[,gate]}
+        (with experts: blocks.{i}.ffn.router and blocks.{i}.ffn.experts.{e}.{up,down,gate});
+    norm_f (pre-norm stacks only: a post-norm block ends in a norm already);
+    lm_head.weight (vocab, C), the same tensor as tok_emb.weight when tie_embeddings.
+EncoderDecoderLM adds encoder_blocks.{i}... and encoder_norm for its encoder; its decoder blocks (blocks.{i})
+also have norm_cross and cross_attn. RoPE tables (``rope``) and KV caches are buffers, not in the state dict.
+
+Positions are explicit: ``forward(idx, start_pos)`` says where idx starts. With a KV cache set up
+(``setup_cache``), the keys and values of idx are written at those positions, so a call at 0 starts a new
+sequence and nothing depends on what an earlier call left behind.
 """
 from __future__ import annotations
 
@@ -43,12 +50,12 @@ class TransformerBlock(nn.Module):
         self.pre_norm = c.norm_placement == "pre"
         self.norm1 = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias, **kw)
         self.attn = MultiHeadAttention(
-            c.n_embd, c.n_head, c.n_kv_head, bias=c.bias, causal=causal, window=c.sliding_window,
+            c.n_embd, c.n_head, c.n_kv_head, bias=c.bias, qkv_bias=c.qkv_bias, causal=causal, window=c.sliding_window,
             alibi=c.position == "alibi", rope_layout=c.rope_layout, impl=attn_impl, **kw)
         if cross:
             self.norm_cross = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias, **kw)
-            self.cross_attn = MultiHeadAttention(c.n_embd, c.n_head, c.n_kv_head, bias=c.bias, cross=True,
-                                                 impl=attn_impl, **kw)
+            self.cross_attn = MultiHeadAttention(c.n_embd, c.n_head, c.n_kv_head, bias=c.bias, qkv_bias=c.qkv_bias,
+                                                 cross=True, impl=attn_impl, **kw)
         else:
             self.cross_attn = None
         self.norm2 = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias, **kw)
@@ -64,65 +71,13 @@ class TransformerBlock(nn.Module):
             return x + self.dropout(f(norm(x)))
         return norm(x + self.dropout(f(x)))
 
-    def forward(self, x: Tensor, *, rope=None, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
-                context_mask: Optional[Tensor] = None) -> Tensor:
-        """x: (B, T, C) -> (B, T, C)."""
-        x = self._residual(x, self.norm1, lambda h: self.attn(h, rope=rope, mask=mask))
+    def forward(self, x: Tensor, *, start_pos: int = 0, rope=None, mask: Optional[Tensor] = None,
+                context: Optional[Tensor] = None, context_mask: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, C) at positions start_pos .. start_pos + T - 1 -> (B, T, C)."""
+        x = self._residual(x, self.norm1, lambda h: self.attn(h, start_pos=start_pos, rope=rope, mask=mask))
         if self.cross_attn is not None:
             x = self._residual(x, self.norm_cross, lambda h: self.cross_attn(h, context=context, mask=context_mask))
         return self._residual(x, self.norm2, self.ffn)
-
-
-class _Backbone(nn.Module):
-    """RoPE tables (if any), a stack of blocks and the final norm; the three models share it."""
-
-    def __init__(self, config: ModelConfig, n_layer: int, *, causal: bool, cross: bool, attn_impl: str,
-                 device=None, dtype=None):
-        super().__init__()
-        c, kw = config, dict(device=device, dtype=dtype)
-        self.config = c
-        self.blocks = nn.ModuleList(
-            TransformerBlock(c, causal=causal, cross=cross, attn_impl=attn_impl, **kw) for _ in range(n_layer)
-        )
-        # Post-norm blocks end in a norm already; pre-norm stacks need one before the output layer.
-        self.norm_f = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias, **kw) if c.norm_placement == "pre" else nn.Identity()
-        self.rope = _make_rope(c, device)
-
-    def run(self, x: Tensor, start_pos: int, **block_kwargs) -> Tensor:
-        rope = self.rope.span(start_pos, start_pos + x.shape[1]) if self.rope is not None else None
-        for block in self.blocks:
-            x = block(x, rope=rope, **block_kwargs)
-        return self.norm_f(x)
-
-
-class _Embedding(nn.Module):
-    """Token embedding plus absolute positions (learned or sinusoidal); RoPE and ALiBi add nothing here."""
-
-    def __init__(self, config: ModelConfig, *, device=None, dtype=None):
-        super().__init__()
-        c = config
-        self.config = c
-        self.tok_emb = nn.Embedding(c.vocab_size, c.n_embd, device=device, dtype=dtype)
-        self.pos_emb = nn.Embedding(c.context_length, c.n_embd, device=device, dtype=dtype) if c.position == "learned" else None
-        self.dropout = _dropout(c.dropout)
-
-    def forward(self, idx: Tensor, start_pos: int = 0) -> Tensor:
-        B, T = idx.shape
-        c = self.config
-        if idx.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"idx must hold integer token ids (B, T); got dtype {idx.dtype}.")
-        x = self.tok_emb(idx)  # (B, T, C)
-        end = start_pos + T
-        if c.position == "learned":
-            if end > c.context_length:
-                raise ValueError(
-                    f"learned positions stop at context_length={c.context_length} but position {end - 1} was asked "
-                    f"for: shorten the input, or use a model with position='rope', 'alibi' or 'sinusoidal'."
-                )
-            x = x + self.pos_emb(torch.arange(start_pos, end, device=idx.device))
-        elif c.position == "sinusoidal":
-            x = x + sinusoidal_table(end, c.n_embd, device=idx.device, dtype=x.dtype)[start_pos:end]
-        return self.dropout(x)
 
 
 def _dropout(p: float) -> nn.Module:
@@ -130,11 +85,58 @@ def _dropout(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
-def _make_rope(c: ModelConfig, device) -> Optional[RotaryEmbedding]:
+def _check_config(config) -> None:
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig (try ModelConfig.from_name('tiny-llama')); got {type(config).__name__}.")
+
+
+def _position_embedding(c: ModelConfig, **kw) -> Optional[nn.Embedding]:
+    """Learned absolute positions (GPT-2); RoPE, ALiBi and sinusoidal positions have no weights."""
+    return nn.Embedding(c.context_length, c.n_embd, **kw) if c.position == "learned" else None
+
+
+def _stack(c: ModelConfig, n_layer: int, *, causal: bool, cross: bool = False, attn_impl: str, **kw) -> nn.ModuleList:
+    return nn.ModuleList(TransformerBlock(c, causal=causal, cross=cross, attn_impl=attn_impl, **kw)
+                         for _ in range(n_layer))
+
+
+def _final_norm(c: ModelConfig, **kw) -> nn.Module:
+    """Post-norm blocks end in a norm already; pre-norm stacks need one before the output layer."""
+    return make_norm(c.norm, c.n_embd, c.norm_eps, c.bias, **kw) if c.norm_placement == "pre" else nn.Identity()
+
+
+def _rope(c: ModelConfig, device=None) -> Optional[RotaryEmbedding]:
     if c.position != "rope":
         return None
     return RotaryEmbedding(c.head_dim, base=c.rope_base, context_length=c.context_length, scaling=c.rope_scaling,
                            layout=c.rope_layout, device=device)
+
+
+def _embed(model: nn.Module, idx: Tensor, start_pos: int) -> Tensor:
+    """Token embedding plus absolute positions (learned or sinusoidal): (B, T) ids -> (B, T, C)."""
+    c = model.config
+    if idx.dim() != 2:
+        raise ValueError(f"idx must be (B, T) token ids; got shape {tuple(idx.shape)} (use idx[None] for one sequence).")
+    if idx.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"idx must hold integer token ids (B, T); got dtype {idx.dtype}.")
+    if start_pos < 0:
+        raise ValueError(f"start_pos={start_pos} must be >= 0: it is the position of idx[:, 0].")
+    x = model.tok_emb(idx)  # (B, T, C)
+    end = start_pos + idx.shape[1]
+    if c.position == "learned":
+        if end > c.context_length:
+            raise ValueError(
+                f"learned positions stop at context_length={c.context_length} but position {end - 1} was asked "
+                f"for: shorten the input, or use a model with position='rope', 'alibi' or 'sinusoidal'."
+            )
+        x = x + model.pos_emb(torch.arange(start_pos, end, device=idx.device))
+    elif c.position == "sinusoidal":
+        x = x + sinusoidal_table(end, c.n_embd, device=idx.device, dtype=x.dtype)[start_pos:end]
+    return model.emb_dropout(x)
+
+
+def _rope_span(model: nn.Module, start_pos: int, T: int):
+    return model.rope.span(start_pos, start_pos + T) if model.rope is not None else None
 
 
 def _init_weights(model: nn.Module, n_layer: int) -> None:
@@ -149,36 +151,52 @@ def _init_weights(model: nn.Module, n_layer: int) -> None:
             nn.init.zeros_(p)
 
 
-def _finish_model(model: nn.Module, n_layer: int, *, device=None, dtype=None) -> None:
-    """Add the output layer (tied to the token embedding when the config says so) and initialise weights."""
+def _output_layer(model: nn.Module, n_layer: int, **kw) -> None:
+    """The output layer (tied to the token embedding when the config says so), then every weight initialised."""
     c = model.config
-    model.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False, device=device, dtype=dtype)
+    model.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False, **kw)
     _init_weights(model, n_layer)
     if c.tie_embeddings:
-        model.lm_head.weight = model.embed.tok_emb.weight
+        model.lm_head.weight = model.tok_emb.weight
 
 
 class TransformerLM(nn.Module):
-    """Decoder-only causal language model: ``forward(idx)`` maps (B, T) ids to (B, T, vocab) logits.
+    """Decoder-only causal language model: ``forward(idx, start_pos=0)`` maps (B, T) ids to (B, T, vocab) logits.
 
     ``attn_impl`` picks the attention implementation of every layer ("naive", "tiled", "sdpa"); the
-    three give the same logits up to float round-off. For decoding, ``setup_cache`` enables the KV cache:
-    then each ``forward`` continues the sequence where the cache stands.
+    three give the same logits up to float round-off. For decoding, ``setup_cache`` gives every layer a
+    KV cache; then ``forward(idx, start_pos)`` stores idx's keys and values at positions start_pos ..
+    and attends to every cached position before them (see ``generate``).
     """
 
     def __init__(self, config: ModelConfig, *, attn_impl: str = "sdpa", device=None, dtype=None):
         super().__init__()
-        if not isinstance(config, ModelConfig):
-            raise TypeError(f"config must be a ModelConfig (try ModelConfig.from_name('tiny-llama')); got {type(config).__name__}.")
+        _check_config(config)
         c, kw = config, dict(device=device, dtype=dtype)
         self.config = c
-        self.embed = _Embedding(c, **kw)
-        self.backbone = _Backbone(c, c.n_layer, causal=True, cross=False, attn_impl=attn_impl, **kw)
-        _finish_model(self, c.n_layer, **kw)
+        self.tok_emb = nn.Embedding(c.vocab_size, c.n_embd, **kw)
+        self.pos_emb = _position_embedding(c, **kw)
+        self.emb_dropout = _dropout(c.dropout)
+        self.rope = _rope(c, device)
+        self.blocks = _stack(c, c.n_layer, causal=True, attn_impl=attn_impl, **kw)
+        self.norm_f = _final_norm(c, **kw)
+        _output_layer(self, c.n_layer, **kw)
 
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.backbone.blocks
+    def embed(self, idx: Tensor, start_pos: int = 0) -> Tensor:
+        """(B, T) ids at positions start_pos .. -> (B, T, C): token embedding plus learned or sinusoidal positions."""
+        return _embed(self, idx, start_pos)
+
+    def hidden_states(self, idx: Tensor, start_pos: int = 0) -> Tensor:
+        """(B, T) ids -> (B, T, C): the final norm's output, what the output layer reads."""
+        x = self.embed(idx, start_pos)  # (B, T, C)
+        rope = _rope_span(self, start_pos, idx.shape[1])  # (cos, sin), each (T, head_dim), or None
+        for block in self.blocks:
+            x = block(x, start_pos=start_pos, rope=rope)
+        return self.norm_f(x)
+
+    def forward(self, idx: Tensor, start_pos: int = 0) -> Tensor:
+        """idx: (B, T) token ids at positions start_pos .. start_pos + T - 1 -> logits (B, T, vocab)."""
+        return self.lm_head(self.hidden_states(idx, start_pos))
 
     def set_attn_impl(self, impl: str) -> None:
         for module in self.modules():
@@ -199,32 +217,15 @@ class TransformerLM(nn.Module):
             block.attn.kv_cache = cls(batch_size, c.n_kv_head, capacity, c.head_dim,
                                       device=ref.device, dtype=dtype or ref.dtype)
 
-    def reset_cache(self) -> None:
-        """Empty every layer's cache (keep the memory) to start a new sequence."""
-        if self.cache_length is None:
-            raise RuntimeError("reset_cache(): no KV cache is set up; call setup_cache(batch_size, max_len) first.")
-        for block in self.blocks:
-            block.attn.kv_cache.reset()
-
     def remove_cache(self) -> None:
         for block in self.blocks:
             block.attn.kv_cache = None
 
     @property
     def cache_length(self) -> Optional[int]:
-        """Positions held by the KV cache (the position of the next token), or None without a cache."""
+        """Positions held by the KV cache (0 .. cache_length - 1), or None without a cache."""
         cache = self.blocks[0].attn.kv_cache
         return None if cache is None else cache.length
-
-    # ----- forward --------------------------------------------------------------------------------
-    def forward(self, idx: Tensor) -> Tensor:
-        """idx: (B, T) token ids -> logits (B, T, vocab). With a cache, idx continues the cached sequence."""
-        if idx.dim() != 2:
-            raise ValueError(f"idx must be (B, T) token ids; got shape {tuple(idx.shape)} (use idx[None] for one sequence).")
-        start_pos = self.cache_length or 0
-        x = self.embed(idx, start_pos)  # (B, T, C)
-        x = self.backbone.run(x, start_pos)  # (B, T, C)
-        return self.lm_head(x)  # (B, T, vocab)
 
     def aux_loss(self) -> Tensor:
         """Sum of the mixture-of-experts load-balancing losses of the last forward (0 without experts)."""
@@ -241,16 +242,24 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig, *, attn_impl: str = "sdpa", device=None, dtype=None):
         super().__init__()
+        _check_config(config)
         c, kw = config, dict(device=device, dtype=dtype)
         self.config = c
-        self.embed = _Embedding(c, **kw)
-        self.backbone = _Backbone(c, c.n_layer, causal=False, cross=False, attn_impl=attn_impl, **kw)
-        _finish_model(self, c.n_layer, **kw)
+        self.tok_emb = nn.Embedding(c.vocab_size, c.n_embd, **kw)
+        self.pos_emb = _position_embedding(c, **kw)
+        self.emb_dropout = _dropout(c.dropout)
+        self.rope = _rope(c, device)
+        self.blocks = _stack(c, c.n_layer, causal=False, attn_impl=attn_impl, **kw)
+        self.norm_f = _final_norm(c, **kw)
+        _output_layer(self, c.n_layer, **kw)
 
     def encode(self, idx: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         """(B, T) -> hidden states (B, T, C)."""
         mask = None if lengths is None else padding_mask(lengths, idx.shape[1])  # (B, 1, 1, T)
-        return self.backbone.run(self.embed(idx), 0, mask=mask)
+        x, rope = _embed(self, idx, 0), _rope_span(self, 0, idx.shape[1])
+        for block in self.blocks:
+            x = block(x, rope=rope, mask=mask)
+        return self.norm_f(x)
 
     def forward(self, idx: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         return self.lm_head(self.encode(idx, lengths))
@@ -266,16 +275,32 @@ class EncoderDecoderLM(nn.Module):
     def __init__(self, config: ModelConfig, *, n_encoder_layer: Optional[int] = None, attn_impl: str = "sdpa",
                  device=None, dtype=None):
         super().__init__()
+        _check_config(config)
         c, kw = config, dict(device=device, dtype=dtype)
         self.config = c
-        self.embed = _Embedding(c, **kw)
         n_enc = c.n_layer if n_encoder_layer is None else n_encoder_layer
-        self.encoder = _Backbone(c, n_enc, causal=False, cross=False, attn_impl=attn_impl, **kw)
-        self.decoder = _Backbone(c, c.n_layer, causal=True, cross=True, attn_impl=attn_impl, **kw)
-        _finish_model(self, c.n_layer + n_enc, **kw)
+        self.tok_emb = nn.Embedding(c.vocab_size, c.n_embd, **kw)
+        self.pos_emb = _position_embedding(c, **kw)
+        self.emb_dropout = _dropout(c.dropout)
+        self.rope = _rope(c, device)
+        self.encoder_blocks = _stack(c, n_enc, causal=False, attn_impl=attn_impl, **kw)
+        self.encoder_norm = _final_norm(c, **kw)
+        self.blocks = _stack(c, c.n_layer, causal=True, cross=True, attn_impl=attn_impl, **kw)
+        self.norm_f = _final_norm(c, **kw)
+        _output_layer(self, c.n_layer + n_enc, **kw)
+
+    def encode(self, src: Tensor, src_lengths: Optional[Tensor] = None) -> Tensor:
+        """(B, S) source ids -> the encoder's output (B, S, C), what every decoder block cross-attends to."""
+        mask = None if src_lengths is None else padding_mask(src_lengths, src.shape[1])  # (B, 1, 1, S)
+        x, rope = _embed(self, src, 0), _rope_span(self, 0, src.shape[1])
+        for block in self.encoder_blocks:
+            x = block(x, rope=rope, mask=mask)
+        return self.encoder_norm(x)
 
     def forward(self, src: Tensor, tgt: Tensor, src_lengths: Optional[Tensor] = None) -> Tensor:
         src_mask = None if src_lengths is None else padding_mask(src_lengths, src.shape[1])  # (B, 1, 1, S)
-        memory = self.encoder.run(self.embed(src), 0, mask=src_mask)  # (B, S, C)
-        x = self.decoder.run(self.embed(tgt), 0, context=memory, context_mask=src_mask)  # (B, T, C)
-        return self.lm_head(x)  # (B, T, vocab)
+        memory = self.encode(src, src_lengths)  # (B, S, C)
+        x, rope = _embed(self, tgt, 0), _rope_span(self, 0, tgt.shape[1])  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, rope=rope, context=memory, context_mask=src_mask)
+        return self.lm_head(self.norm_f(x))  # (B, T, vocab)

@@ -6,7 +6,8 @@ With ``n_kv_head < n_head`` this is grouped-query attention (Ainslie et al., 202
 through the cache; ``attention`` groups the query heads against them, so nothing is ever repeated.
 
 Weights (documented, stable names): ``q_proj.weight`` (n_head·head_dim, C), ``k_proj.weight`` and
-``v_proj.weight`` (n_kv_head·head_dim, C), ``o_proj.weight`` (C, n_head·head_dim), biases if ``bias``.
+``v_proj.weight`` (n_kv_head·head_dim, C), ``o_proj.weight`` (C, n_head·head_dim), biases if ``bias``
+(q, k and v only with ``qkv_bias``).
 Head h uses rows ``h·head_dim : (h+1)·head_dim`` of q_proj.weight.
 """
 from __future__ import annotations
@@ -28,13 +29,15 @@ class MultiHeadAttention(nn.Module):
         causal: causal mask in self-attention. window: sliding-window width, or None.
         cross: keys and values come from ``context`` (an encoder's output), not from x; no mask, no RoPE.
         alibi: add ALiBi biases with the standard slopes for n_head heads.
+        bias: biases on all four projections; qkv_bias: biases on q, k and v even without ``bias`` (Qwen2).
         rope_layout: pair layout that ``rope=(cos, sin)`` in ``forward`` was built for.
         impl: "naive", "tiled" or "sdpa" (see ``attention``); can be changed on the fly.
     """
 
     def __init__(self, n_embd: int, n_head: int, n_kv_head: Optional[int] = None, *, bias: bool = False,
                  causal: bool = True, window: Optional[int] = None, cross: bool = False, alibi: bool = False,
-                 rope_layout: str = "half", impl: str = "sdpa", device=None, dtype=None):
+                 qkv_bias: bool = False, rope_layout: str = "half", impl: str = "sdpa", device=None,
+                 dtype=None):
         super().__init__()
         n_kv_head = n_head if n_kv_head is None else n_kv_head
         if n_embd % n_head or n_head % n_kv_head:
@@ -45,21 +48,24 @@ class MultiHeadAttention(nn.Module):
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, n_embd // n_head
         self.causal, self.window, self.cross = causal and not cross, window, cross
         self.rope_layout, self.impl = rope_layout, impl
-        kw = dict(bias=bias, device=device, dtype=dtype)
-        self.q_proj = nn.Linear(n_embd, n_head * self.head_dim, **kw)
-        self.k_proj = nn.Linear(n_embd, n_kv_head * self.head_dim, **kw)
-        self.v_proj = nn.Linear(n_embd, n_kv_head * self.head_dim, **kw)
-        self.o_proj = nn.Linear(n_head * self.head_dim, n_embd, **kw)
+        kw = dict(device=device, dtype=dtype)
+        qkv_bias = bias or qkv_bias
+        self.q_proj = nn.Linear(n_embd, n_head * self.head_dim, bias=qkv_bias, **kw)
+        self.k_proj = nn.Linear(n_embd, n_kv_head * self.head_dim, bias=qkv_bias, **kw)
+        self.v_proj = nn.Linear(n_embd, n_kv_head * self.head_dim, bias=qkv_bias, **kw)
+        self.o_proj = nn.Linear(n_head * self.head_dim, n_embd, bias=bias, **kw)
         if alibi:
             self.register_buffer("alibi_slopes", alibi_slopes(n_head).to(device), persistent=False)
         else:
             self.alibi_slopes = None
         self.kv_cache: Optional[KVCache] = None
 
-    def forward(self, x: Tensor, *, context: Optional[Tensor] = None, rope: Optional[Tuple[Tensor, Tensor]] = None,
-                mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, *, start_pos: int = 0, context: Optional[Tensor] = None,
+                rope: Optional[Tuple[Tensor, Tensor]] = None, mask: Optional[Tensor] = None) -> Tensor:
         """x: (B, T, C) -> (B, T, C).
 
+        start_pos: absolute position of x[:, 0]. With a KV cache, the new keys and values are stored at
+            positions start_pos .. start_pos + T - 1 and x attends to every cached position before them.
         context: (B, S, C) encoder output, required for cross-attention.
         rope: (cos, sin) for the T new positions, each (T, head_dim), applied to q and k.
         mask: boolean (B or 1, 1, T or 1, S) extra mask, True = may attend (padding).
@@ -76,7 +82,7 @@ class MultiHeadAttention(nn.Module):
             cos, sin = rope
             q, k = apply_rope(q, cos, sin, self.rope_layout), apply_rope(k, cos, sin, self.rope_layout)
         if self.kv_cache is not None and not self.cross:
-            k, v = self.kv_cache.update(k, v)  # (B, n_kv_head, S, head_dim): every cached position
+            k, v = self.kv_cache.update(k, v, start_pos)  # (B, n_kv_head, S, head_dim): positions 0 .. S - 1
         y = attention(q, k, v, causal=self.causal, window=self.window, mask=mask,
                       alibi_slopes=self.alibi_slopes, impl=self.impl)  # (B, n_head, T, head_dim)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))  # (B, T, C)

@@ -9,8 +9,10 @@ on which machine it was measured::
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import platform
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +37,34 @@ def load(name: str) -> dict:
 
 def available() -> list:
     return sorted(p.stem for p in directory().glob("*.json"))
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """Where a benchmark runs: date, platform, Python, torch, CPU (and GPU), threads. Every results file holds one."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
 
 
 def machine(results: dict) -> str:

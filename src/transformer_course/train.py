@@ -14,7 +14,6 @@ check it). Validation always uses the same windows of the "val" split.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -26,15 +25,23 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .data import load_split, passkey_training_text, random_batch
 from .model import TransformerLM
+from .pretrained import resolve
+from .results import machine_info
 
 log = logging.getLogger(__name__)
-VAL_SEED = 1234
+VAL_SEED = 1234  # the fixed validation batches of every run (exercise 1's grader uses the same ones)
+STEP_SEED_STRIDE = 1_000_003  # a prime: the seed of step t of run seed s is s * stride + t, distinct for every (s, t)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of one training step: batches (and dropout) are a function of (run seed, step), so resuming repeats them."""
+    return seed * STEP_SEED_STRIDE + step
 
 
 @dataclass
@@ -63,6 +70,7 @@ class TrainConfig:
     eval_interval: int = 200
     eval_batches: int = 16
     passkey_fraction: float = 0.0
+    moe_aux_weight: float = 0.01  # weight of the experts' load-balancing loss (Fedus et al., 2021, use 0.01)
     seed: int = 0
     out_dir: Optional[str] = None
     save_interval: int = 0  # 0: save only at the end
@@ -87,11 +95,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def batch_at(step: int, cfg: TrainConfig, data: Tensor) -> tuple:
     """The training batch of ``step``: a pure function of (seed, step), so resuming repeats nothing."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
     x, y = random_batch(data, cfg.batch_size, cfg.seq_len, gen)
     n_passkey = round(cfg.passkey_fraction * cfg.batch_size)
     if n_passkey:
-        rng = random.Random(cfg.seed * 1_000_003 + step)
+        rng = random.Random(step_seed(cfg.seed, step))
         for i in range(n_passkey):
             seq = passkey_training_text(cfg.seq_len, rng)
             x[i], y[i] = seq[:-1], seq[1:]
@@ -126,46 +134,9 @@ def make_optimizer(model: TransformerLM, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False, foreach=False)
 
 
-# --------------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------------
-def save_checkpoint(out_dir, model: TransformerLM, *, optimizer=None, step: int = 0, train_config=None,
-                    history=None) -> Path:
-    """model.safetensors + config.json (+ train_state.pt and train_config.json when training)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    if model.config.tie_embeddings:
-        state.pop("lm_head.weight")  # the same tensor as embed.tok_emb.weight; safetensors stores it once
-    save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    if optimizer is not None:
-        torch.save({"optimizer": optimizer.state_dict(), "step": step}, out / "train_state.pt")
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(train_config), indent=2) + "\n")
-        (out / "history.json").write_text(json.dumps(history or [], indent=2) + "\n")
-    return out
-
-
-def load_checkpoint(path, *, device=None) -> TransformerLM:
-    """A TransformerLM from a folder holding model.safetensors and config.json."""
-    path = Path(path)
-    missing = [n for n in ("model.safetensors", "config.json") if not (path / n).exists()]
-    if missing:
-        raise FileNotFoundError(f"{path} is not a checkpoint folder: {', '.join(missing)} missing.")
-    config = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
-    model = TransformerLM(config, device=device)
-    state = load_file(str(path / "model.safetensors"), device=str(device or "cpu"))
-    if config.tie_embeddings:
-        state["lm_head.weight"] = state["embed.tok_emb.weight"]
-    model.load_state_dict(state)
-    return model
-
-
 def _initial_model(cfg: TrainConfig) -> TransformerLM:
     if cfg.init_from is None:
         return TransformerLM(ModelConfig.from_name(cfg.preset, **cfg.model))
-    from .pretrained import resolve
-
     base = load_checkpoint(resolve(cfg.init_from))
     config = ModelConfig.from_dict({**base.config.to_dict(), **cfg.model})
     model = TransformerLM(config)
@@ -216,8 +187,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = batch_at(step, cfg, data["train"])
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout, if any, is a function of the step too
-        loss = lm_loss(model, x, y) + (0.01 * model.aux_loss() if model.config.n_expert else 0.0)
+        torch.manual_seed(step_seed(cfg.seed, step))  # dropout, if any, is a function of the step too
+        loss = lm_loss(model, x, y) + (cfg.moe_aux_weight * model.aux_loss() if model.config.n_expert else 0.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -240,8 +211,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data
             save_checkpoint(cfg.out_dir, model, optimizer=optimizer, step=step + 1, train_config=cfg, history=history)
     seconds = time.perf_counter() - began
     if cfg.out_dir:
-        from .bench import machine_info
-
         summary = {"val_loss": val_loss, "val_bits_per_byte": val_loss / math.log(2), "seconds": seconds,
                    "steps": cfg.steps, "resumed_from_step": start, "machine": machine_info()}
         (Path(cfg.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
