@@ -1,5 +1,42 @@
+"""Shared fixtures and helpers of the test suite (pytest finds them here; no test module imports another).
+
+``variant``: a test that takes it runs once per small model configuration of ``VARIANTS`` (unless it
+parametrizes ``variant`` itself with a subset); ``config_of(name, **overrides)`` builds that ModelConfig.
+"""
 import pytest
 import torch
+
+from transformer_course import ModelConfig
+
+SMALL = dict(vocab_size=50, context_length=64, n_layer=2, n_embd=32, n_head=4)
+VARIANTS = {
+    "gpt": dict(SMALL),
+    "llama-gqa": dict(SMALL, n_kv_head=2, activation="swiglu", norm="rmsnorm", position="rope", bias=False,
+                      tie_embeddings=False),
+    "rope-interleaved-mqa": dict(SMALL, n_kv_head=1, position="rope", rope_layout="interleaved"),
+    "alibi": dict(SMALL, position="alibi"),
+    "sinusoidal-post-norm": dict(SMALL, position="sinusoidal", norm_placement="post"),
+    "sliding-window": dict(SMALL, position="rope", sliding_window=5, n_kv_head=2),
+    "moe": dict(SMALL, n_expert=4, n_expert_active=2, activation="swiglu", position="rope"),
+}
+
+
+def pytest_generate_tests(metafunc):
+    if "variant" in metafunc.fixturenames and not any(m.args and m.args[0] == "variant"
+                                                       for m in metafunc.definition.iter_markers("parametrize")):
+        metafunc.parametrize("variant", list(VARIANTS))
+
+
+@pytest.fixture
+def config_of():
+    """``config_of("llama-gqa", n_layer=3)``: the ModelConfig of a variant, with overrides."""
+    return lambda name, **overrides: ModelConfig(**{**VARIANTS[name], **overrides})
+
+
+@pytest.fixture
+def small():
+    """The common small size (vocabulary 50, 64 positions, 2 layers, width 32, 4 heads) as a dict."""
+    return dict(SMALL)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ from transformer_course import ModelConfig, TransformerLM
 from transformer_course.accounting import count_parameters, flops_per_token, human_bytes, kv_cache_bytes
 from transformer_course.config import PRESETS
 
-from test_model import VARIANTS
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -31,8 +30,8 @@ def test_published_totals():
 
 
 @pytest.mark.parametrize("variant", ["gpt", "llama-gqa", "moe"])
-def test_flops_match_pytorch_flop_counter(variant):
-    config = ModelConfig(**VARIANTS[variant])
+def test_flops_match_pytorch_flop_counter(variant, config_of):
+    config = config_of(variant)
     model = TransformerLM(config, attn_impl="naive").eval()
     T = 16
     counter = FlopCounterMode(display=False)
@@ -45,8 +44,8 @@ def test_flops_match_pytorch_flop_counter(variant):
 
 @pytest.mark.parametrize("variant", ["gpt", "llama-gqa", "sliding-window"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kv_cache_bytes_equal_the_allocated_cache(variant, dtype):
-    config = ModelConfig(**VARIANTS[variant])
+def test_kv_cache_bytes_equal_the_allocated_cache(variant, dtype, config_of):
+    config = config_of(variant)
     model = TransformerLM(config)
     model.setup_cache(batch_size=3, max_len=40, dtype=dtype)
     allocated = sum(b.numel() * b.element_size() for blk in model.blocks for b in blk.attn.kv_cache.buffers())

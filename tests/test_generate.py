@@ -6,12 +6,10 @@ from transformer_course import ModelConfig, TransformerLM
 from transformer_course.generate import generate, sample_next
 from transformer_course.kv_cache import KVCache, RollingKVCache
 
-from test_model import VARIANTS
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_cached_generation_equals_uncached(variant):
-    model = TransformerLM(ModelConfig(**VARIANTS[variant]))
+def test_cached_generation_equals_uncached(variant, config_of):
+    model = TransformerLM(config_of(variant))
     prompt = torch.randint(0, 50, (2, 7))
     cached = generate(model, prompt, 25, use_cache=True)
     uncached = generate(model, prompt, 25, use_cache=False)
@@ -20,8 +18,8 @@ def test_cached_generation_equals_uncached(variant):
     assert torch.equal(cached, uncached)
 
 
-def test_cached_logits_equal_full_forward_step_by_step():
-    model = TransformerLM(ModelConfig(**VARIANTS["sliding-window"])).eval()  # window 5: the rolling cache wraps
+def test_cached_logits_equal_full_forward_step_by_step(config_of):
+    model = TransformerLM(config_of("sliding-window")).eval()  # window 5: the rolling cache wraps
     x = torch.randint(0, 50, (2, 30))
     full = model(x)
     model.setup_cache(2, 30)
@@ -33,9 +31,9 @@ def test_cached_logits_equal_full_forward_step_by_step():
     assert model.blocks[0].attn.kv_cache.capacity == 5  # memory bounded by the window
 
 
-def test_positions_are_explicit_and_a_cache_can_rewind():
+def test_positions_are_explicit_and_a_cache_can_rewind(config_of):
     """forward(idx, start_pos) is a function of its arguments: the cache's state never shifts positions."""
-    model = TransformerLM(ModelConfig(**VARIANTS["llama-gqa"])).eval()
+    model = TransformerLM(config_of("llama-gqa")).eval()
     x, other = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 4))
     full = model(x)
     torch.testing.assert_close(model(x[:, 5:], 5)[:, :0], full[:, :0])  # no cache: positions from start_pos
@@ -48,16 +46,16 @@ def test_positions_are_explicit_and_a_cache_can_rewind():
         model(x[:, :1], 13)  # position 12 was never stored
 
 
-def test_seeded_sampling_is_the_same_with_and_without_cache():
-    model = TransformerLM(ModelConfig(**VARIANTS["llama-gqa"]))
+def test_seeded_sampling_is_the_same_with_and_without_cache(config_of):
+    model = TransformerLM(config_of("llama-gqa"))
     prompt = torch.randint(0, 50, (1, 4))
     runs = [generate(model, prompt, 20, use_cache=c, temperature=0.9, top_k=20, top_p=0.9,
                      generator=torch.Generator().manual_seed(7)) for c in (True, False)]
     assert torch.equal(*runs)
 
 
-def test_generate_leaves_the_model_as_it_found_it():
-    model = TransformerLM(ModelConfig(**VARIANTS["gpt"])).train()
+def test_generate_leaves_the_model_as_it_found_it(config_of):
+    model = TransformerLM(config_of("gpt")).train()
     generate(model, torch.zeros(1, 1, dtype=torch.long), 3)
     assert model.training and model.cache_length is None
 
@@ -97,8 +95,8 @@ def test_rolling_cache_returns_the_window_in_order():
     assert cache.length == 1 and k_all.flatten().tolist() == [9]
 
 
-def test_cache_errors_say_what_to_do():
-    model = TransformerLM(ModelConfig(**VARIANTS["gpt"]))
+def test_cache_errors_say_what_to_do(config_of):
+    model = TransformerLM(config_of("gpt"))
     model.setup_cache(1, 8)
     model(torch.zeros(1, 6, dtype=torch.long))
     with pytest.raises(ValueError, match="setup_cache\\(batch_size, max_len=9\\)"):

@@ -7,26 +7,14 @@ from transformer_course import EncoderDecoderLM, ModelConfig, TransformerEncoder
 from transformer_course.model import TransformerBlock
 from transformer_course.multi_head import MultiHeadAttention
 
-SMALL = dict(vocab_size=50, context_length=64, n_layer=2, n_embd=32, n_head=4)
-VARIANTS = {
-    "gpt": dict(SMALL),
-    "llama-gqa": dict(SMALL, n_kv_head=2, activation="swiglu", norm="rmsnorm", position="rope", bias=False,
-                      tie_embeddings=False),
-    "rope-interleaved-mqa": dict(SMALL, n_kv_head=1, position="rope", rope_layout="interleaved"),
-    "alibi": dict(SMALL, position="alibi"),
-    "sinusoidal-post-norm": dict(SMALL, position="sinusoidal", norm_placement="post"),
-    "sliding-window": dict(SMALL, position="rope", sliding_window=5, n_kv_head=2),
-    "moe": dict(SMALL, n_expert=4, n_expert_active=2, activation="swiglu", position="rope"),
-}
 
 
 def ids(B=2, T=20, vocab=50):
     return torch.randint(0, vocab, (B, T))
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_lm_shapes_and_causality(variant):
-    model = TransformerLM(ModelConfig(**VARIANTS[variant])).eval()
+def test_lm_shapes_and_causality(variant, config_of):
+    model = TransformerLM(config_of(variant)).eval()
     x = ids()
     logits = model(x)
     assert logits.shape == (2, 20, 50)
@@ -37,9 +25,8 @@ def test_lm_shapes_and_causality(variant):
     assert not torch.allclose(logits2[:, 12:], logits[:, 12:])
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_attention_implementations_agree_inside_the_model(variant):
-    model = TransformerLM(ModelConfig(**VARIANTS[variant])).eval()
+def test_attention_implementations_agree_inside_the_model(variant, config_of):
+    model = TransformerLM(config_of(variant)).eval()
     x = ids(T=33)
     ref = model(x)
     for impl in ("naive", "tiled"):
@@ -48,8 +35,8 @@ def test_attention_implementations_agree_inside_the_model(variant):
 
 
 @pytest.mark.parametrize("variant", ["gpt", "llama-gqa", "moe"])
-def test_every_parameter_gets_a_finite_gradient(variant):
-    model = TransformerLM(ModelConfig(**VARIANTS[variant]))
+def test_every_parameter_gets_a_finite_gradient(variant, config_of):
+    model = TransformerLM(config_of(variant))
     x = ids()
     logits = model(x)
     loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 50), x[:, 1:].reshape(-1)) + 0.01 * model.aux_loss()
@@ -59,10 +46,10 @@ def test_every_parameter_gets_a_finite_gradient(variant):
         assert p.grad.abs().sum() > 0, f"{name} received a zero gradient"
 
 
-def test_tied_embeddings_share_one_tensor():
-    model = TransformerLM(ModelConfig(**SMALL))
+def test_tied_embeddings_share_one_tensor(config_of):
+    model = TransformerLM(config_of("gpt"))
     assert model.lm_head.weight is model.tok_emb.weight
-    untied = TransformerLM(ModelConfig(**SMALL, tie_embeddings=False))
+    untied = TransformerLM(config_of("gpt", tie_embeddings=False))
     assert untied.lm_head.weight is not untied.tok_emb.weight
 
 
@@ -103,19 +90,19 @@ def test_gqa_equals_mha_with_repeated_key_value_heads():
     torch.testing.assert_close(gqa(x), mha(x), atol=1e-6, rtol=1e-5)
 
 
-def test_block_placements_follow_their_formulas():
-    cfg = ModelConfig(**SMALL)
+def test_block_placements_follow_their_formulas(config_of):
+    cfg = config_of("gpt")
     x = torch.randn(2, 6, 32)
     pre = TransformerBlock(cfg).eval()
     h = x + pre.attn(pre.norm1(x))
     torch.testing.assert_close(pre(x), h + pre.ffn(pre.norm2(h)))
-    post = TransformerBlock(ModelConfig(**SMALL, norm_placement="post")).eval()
+    post = TransformerBlock(config_of("gpt", norm_placement="post")).eval()
     h = post.norm1(x + post.attn(x))
     torch.testing.assert_close(post(x), post.norm2(h + post.ffn(h)))
 
 
-def test_encoder_is_bidirectional_and_ignores_padding():
-    model = TransformerEncoder(ModelConfig(**SMALL)).eval()
+def test_encoder_is_bidirectional_and_ignores_padding(config_of):
+    model = TransformerEncoder(config_of("gpt")).eval()
     x = ids(T=12)
     out = model(x)
     assert out.shape == (2, 12, 50)
@@ -129,8 +116,8 @@ def test_encoder_is_bidirectional_and_ignores_padding():
     torch.testing.assert_close(model(x3, lengths)[1, :8], padded[1, :8], atol=1e-5, rtol=0)
 
 
-def test_encoder_decoder_uses_the_source_and_is_causal_in_the_target():
-    model = EncoderDecoderLM(ModelConfig(**VARIANTS["llama-gqa"])).eval()
+def test_encoder_decoder_uses_the_source_and_is_causal_in_the_target(config_of):
+    model = EncoderDecoderLM(config_of("llama-gqa")).eval()
     src, tgt = ids(T=9), ids(T=7)
     out = model(src, tgt)
     assert out.shape == (2, 7, 50)
@@ -146,14 +133,14 @@ def test_encoder_decoder_uses_the_source_and_is_causal_in_the_target():
     torch.testing.assert_close(model(src3, tgt, lengths)[1], model(src, tgt, lengths)[1], atol=1e-5, rtol=0)
 
 
-def test_learned_positions_refuse_to_run_past_the_table():
-    model = TransformerLM(ModelConfig(**dict(SMALL, context_length=16)))
+def test_learned_positions_refuse_to_run_past_the_table(config_of):
+    model = TransformerLM(config_of("gpt", context_length=16))
     with pytest.raises(ValueError, match="context_length=16"):
         model(ids(T=17))
 
 
-def test_bad_inputs_say_what_to_do():
-    model = TransformerLM(ModelConfig(**SMALL))
+def test_bad_inputs_say_what_to_do(config_of):
+    model = TransformerLM(config_of("gpt"))
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         model(torch.zeros(5, dtype=torch.long))
     with pytest.raises(TypeError, match="integer token ids"):
