@@ -41,7 +41,10 @@ def test_positions_are_explicit_and_a_cache_can_rewind(config_of):
     model(x[:, :8], 0)
     model(other, 8)  # a rejected draft of 4 tokens at positions 8 .. 11 ...
     torch.testing.assert_close(model(x[:, 8:], 8), full[:, 8:], atol=1e-5, rtol=1e-4)  # ... overwritten
-    torch.testing.assert_close(model(x, 0), full, atol=1e-5, rtol=1e-4)  # without a cache, or at 0 with one: the same
+    torch.testing.assert_close(model(x, 0), full, atol=1e-5, rtol=1e-4)  # at 0: a new sequence over the used cache
+    model(other)  # without start_pos: a sequence of its own; the cache is neither read nor written
+    assert model.cache_length == 12
+    torch.testing.assert_close(model(x[:, 11:], 11), full[:, 11:], atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="continue at start_pos=12"):
         model(x[:, :1], 13)  # position 12 was never stored
 
@@ -98,7 +101,9 @@ def test_rolling_cache_returns_the_window_in_order():
 def test_cache_errors_say_what_to_do(config_of):
     model = TransformerLM(config_of("gpt"))
     model.setup_cache(1, 8)
-    model(torch.zeros(1, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match="holds no positions yet: start at start_pos=0"):
+        model(torch.zeros(1, 3, dtype=torch.long), 2)
+    model(torch.zeros(1, 6, dtype=torch.long), 0)
     with pytest.raises(ValueError, match="setup_cache\\(batch_size, max_len=9\\)"):
         model(torch.zeros(1, 3, dtype=torch.long), 6)
     with pytest.raises(ValueError, match="start_pos=-1 must be >= 0"):

@@ -181,16 +181,13 @@ def with_rope_scaling(model: TransformerLM, scaling: Optional[RopeScaling],
 def standard_scalings(factor: float, original_context_length: int) -> Dict[str, Optional[RopeScaling]]:
     """The usual ways to stretch a RoPE model trained on L tokens to s * L, by name (``"none"`` = as trained).
 
-    Keys: "none", "linear (PI)", "ntk", "dynamic ntk", "yarn"; YaRN with the paper's beta_fast=32,
-    beta_slow=1. See ``positions.rope_inv_freq`` for what each one does to the frequencies.
+    Keys: "none" and the kinds of ``RopeScaling`` ("linear" is position interpolation), spelled as everywhere
+    in the package; YaRN with the paper's beta_fast=32, beta_slow=1. See ``positions.rope_inv_freq`` for what each one does to the frequencies.
     """
     L = original_context_length
     return {
         "none": None,
-        "linear (PI)": RopeScaling("linear", factor, L),
-        "ntk": RopeScaling("ntk", factor, L),
-        "dynamic ntk": RopeScaling("dynamic_ntk", factor, L),
-        "yarn": RopeScaling("yarn", factor, L),
+        **{kind: RopeScaling(kind, factor, L) for kind in ("linear", "ntk", "dynamic_ntk", "yarn")},
     }
 
 

@@ -48,6 +48,8 @@ class KVCache(nn.Module):
                 f"cache holds (B={B}, n_kv_head={n_kv_head}, ·, head_dim={head_dim}); got k {tuple(k.shape)}, "
                 f"v {tuple(v.shape)}. Set up the cache with the batch size you decode with."
             )
+        if start_pos > 0 and self.length == 0:
+            raise ValueError(f"start_pos={start_pos}, but the cache holds no positions yet: start at start_pos=0.")
         if not 0 <= start_pos <= self.length:
             raise ValueError(
                 f"start_pos={start_pos}, but the cache holds positions 0 .. {self.length - 1}: continue at "

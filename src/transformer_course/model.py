@@ -15,9 +15,11 @@ State-dict keys (what ``model.state_dict()`` holds; graders and the converters o
 EncoderDecoderLM adds encoder_blocks.{i}... and encoder_norm for its encoder; its decoder blocks (blocks.{i})
 also have norm_cross and cross_attn. RoPE tables (``rope``) and KV caches are buffers, not in the state dict.
 
-Positions are explicit: ``forward(idx, start_pos)`` says where idx starts. With a KV cache set up
-(``setup_cache``), the keys and values of idx are written at those positions, so a call at 0 starts a new
-sequence and nothing depends on what an earlier call left behind.
+Positions are explicit, as in litgpt and gpt-fast: ``forward(idx)`` is a sequence of its own at positions
+0 .. T - 1 and never touches a KV cache; ``forward(idx, start_pos)`` with a cache set up (``setup_cache``) is
+a decoding step: idx's keys and values are written at positions start_pos .. and idx attends to every cached
+position before them. A call at start_pos 0 starts a new sequence: nothing depends on what an earlier call
+left behind.
 """
 from __future__ import annotations
 
@@ -71,9 +73,9 @@ class TransformerBlock(nn.Module):
             return x + self.dropout(f(norm(x)))
         return norm(x + self.dropout(f(x)))
 
-    def forward(self, x: Tensor, *, start_pos: int = 0, rope=None, mask: Optional[Tensor] = None,
+    def forward(self, x: Tensor, *, start_pos: Optional[int] = None, rope=None, mask: Optional[Tensor] = None,
                 context: Optional[Tensor] = None, context_mask: Optional[Tensor] = None) -> Tensor:
-        """x: (B, T, C) at positions start_pos .. start_pos + T - 1 -> (B, T, C)."""
+        """x: (B, T, C) -> (B, T, C). start_pos: where x starts in the KV cache (None: no cache; see model.py)."""
         x = self._residual(x, self.norm1, lambda h: self.attn(h, start_pos=start_pos, rope=rope, mask=mask))
         if self.cross_attn is not None:
             x = self._residual(x, self.norm_cross, lambda h: self.cross_attn(h, context=context, mask=context_mask))
@@ -112,7 +114,7 @@ def _rope(c: ModelConfig, device=None) -> Optional[RotaryEmbedding]:
                            layout=c.rope_layout, device=device)
 
 
-def _embed(model: nn.Module, idx: Tensor, start_pos: int) -> Tensor:
+def _embed(model: nn.Module, idx: Tensor, start_pos: int = 0) -> Tensor:
     """Token embedding plus absolute positions (learned or sinusoidal): (B, T) ids -> (B, T, C)."""
     c = model.config
     if idx.dim() != 2:
@@ -161,12 +163,13 @@ def _output_layer(model: nn.Module, n_layer: int, **kw) -> None:
 
 
 class TransformerLM(nn.Module):
-    """Decoder-only causal language model: ``forward(idx, start_pos=0)`` maps (B, T) ids to (B, T, vocab) logits.
+    """Decoder-only causal language model: ``forward(idx)`` maps (B, T) ids to (B, T, vocab) logits.
 
     ``attn_impl`` picks the attention implementation of every layer ("naive", "tiled", "sdpa"); the
     three give the same logits up to float round-off. For decoding, ``setup_cache`` gives every layer a
     KV cache; then ``forward(idx, start_pos)`` stores idx's keys and values at positions start_pos ..
-    and attends to every cached position before them (see ``generate``).
+    and attends to every cached position before them (see ``generate``). Without ``start_pos`` the
+    cache is neither read nor written.
     """
 
     def __init__(self, config: ModelConfig, *, attn_impl: str = "sdpa", device=None, dtype=None):
@@ -182,20 +185,24 @@ class TransformerLM(nn.Module):
         self.norm_f = _final_norm(c, **kw)
         _output_layer(self, c.n_layer, **kw)
 
-    def embed(self, idx: Tensor, start_pos: int = 0) -> Tensor:
+    def embed(self, idx: Tensor, start_pos: Optional[int] = None) -> Tensor:
         """(B, T) ids at positions start_pos .. -> (B, T, C): token embedding plus learned or sinusoidal positions."""
-        return _embed(self, idx, start_pos)
+        return _embed(self, idx, start_pos or 0)
 
-    def hidden_states(self, idx: Tensor, start_pos: int = 0) -> Tensor:
+    def hidden_states(self, idx: Tensor, start_pos: Optional[int] = None) -> Tensor:
         """(B, T) ids -> (B, T, C): the final norm's output, what the output layer reads."""
         x = self.embed(idx, start_pos)  # (B, T, C)
-        rope = _rope_span(self, start_pos, idx.shape[1])  # (cos, sin), each (T, head_dim), or None
+        rope = _rope_span(self, start_pos or 0, idx.shape[1])  # (cos, sin), each (T, head_dim), or None
         for block in self.blocks:
             x = block(x, start_pos=start_pos, rope=rope)
         return self.norm_f(x)
 
-    def forward(self, idx: Tensor, start_pos: int = 0) -> Tensor:
-        """idx: (B, T) token ids at positions start_pos .. start_pos + T - 1 -> logits (B, T, vocab)."""
+    def forward(self, idx: Tensor, start_pos: Optional[int] = None) -> Tensor:
+        """idx: (B, T) token ids -> logits (B, T, vocab).
+
+        start_pos None: idx is a whole sequence, positions 0 .. T - 1, and the KV cache is not used. An int: a
+        decoding step, idx at positions start_pos .. start_pos + T - 1, its keys and values stored in the cache.
+        """
         return self.lm_head(self.hidden_states(idx, start_pos))
 
     def set_attn_impl(self, impl: str) -> None:

@@ -60,12 +60,13 @@ class MultiHeadAttention(nn.Module):
             self.alibi_slopes = None
         self.kv_cache: Optional[KVCache] = None
 
-    def forward(self, x: Tensor, *, start_pos: int = 0, context: Optional[Tensor] = None,
+    def forward(self, x: Tensor, *, start_pos: Optional[int] = None, context: Optional[Tensor] = None,
                 rope: Optional[Tuple[Tensor, Tensor]] = None, mask: Optional[Tensor] = None) -> Tensor:
         """x: (B, T, C) -> (B, T, C).
 
-        start_pos: absolute position of x[:, 0]. With a KV cache, the new keys and values are stored at
+        start_pos: with a KV cache (``self.kv_cache``), where x starts: its keys and values are stored at
             positions start_pos .. start_pos + T - 1 and x attends to every cached position before them.
+            None: x is a sequence of its own and the cache is not used.
         context: (B, S, C) encoder output, required for cross-attention.
         rope: (cos, sin) for the T new positions, each (T, head_dim), applied to q and k.
         mask: boolean (B or 1, 1, T or 1, S) extra mask, True = may attend (padding).
@@ -81,7 +82,7 @@ class MultiHeadAttention(nn.Module):
         if rope is not None and not self.cross:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin, self.rope_layout), apply_rope(k, cos, sin, self.rope_layout)
-        if self.kv_cache is not None and not self.cross:
+        if self.kv_cache is not None and start_pos is not None and not self.cross:
             k, v = self.kv_cache.update(k, v, start_pos)  # (B, n_kv_head, S, head_dim): positions 0 .. S - 1
         y = attention(q, k, v, causal=self.causal, window=self.window, mask=mask,
                       alibi_slopes=self.alibi_slopes, impl=self.impl)  # (B, n_head, T, head_dim)
