@@ -31,6 +31,11 @@ REPOSITORY = "transformer-course/transformer-course"  # _config.yml's repository
 BUILD_TIMEOUT = 1500  # seconds: a cold build executes every chapter
 
 
+def site_test(test):
+    """A test of the built site: slow (the first one builds it, executing every chapter), and given the time."""
+    return pytest.mark.slow(pytest.mark.timeout(BUILD_TIMEOUT)(test))
+
+
 def toc_pages() -> list:
     """The pages of ``_toc.yml``, as paths without suffix relative to the root (``book/intro``)."""
     return re.findall(r"(?:root|file):\s*(\S+)", (REPO / "_toc.yml").read_text())
@@ -55,7 +60,7 @@ def site() -> Path:
     return SITE
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT)
+@site_test
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])
 def test_chapter_executed_every_cell_without_an_error(site, chapter):
     """The build ran every code cell of the chapter, in order, and none of them raised or timed out."""
@@ -77,13 +82,13 @@ def test_the_leak_detector_finds_the_solutions_themselves():
     assert sum("hidden tests block" in f for f in found) > 20 and sum("solution block" in f for f in found) > 15, found
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT)
+@site_test
 def test_no_solution_or_hidden_test_reaches_the_site(site):
     assert not list(site.rglob("*solutions*")), "a path named after solutions/ is in the site"
     assert leaks(site, hidden_blocks()) == []
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT)
+@site_test
 def test_sources_are_exactly_the_pages_of_the_toc(site):
     """``_sources/`` (what the download button serves) holds the book's pages and nothing else."""
     sources = {str(p.relative_to(site / "_sources")).split(".")[0] for p in (site / "_sources").rglob("*.*")}
@@ -92,7 +97,7 @@ def test_sources_are_exactly_the_pages_of_the_toc(site):
         assert (site / f"{page}.html").exists(), page
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT)
+@site_test
 def test_pages_load_nothing_from_the_network(site):
     """Scripts, stylesheets and images are local files, MathJax included (served from the installed
     sphinx-mathjax-offline package, not a CDN)."""
@@ -108,7 +113,7 @@ def test_pages_load_nothing_from_the_network(site):
             assert (page.parent / mathjax.group(1).split("?")[0]).exists(), mathjax.group(1)
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT)
+@site_test
 def test_notebook_pages_have_launch_download_and_copy_buttons(site):
     page = (site / "book" / "02_self_attention.html").read_text()
     notebook = "book/02_self_attention.ipynb"
@@ -179,7 +184,7 @@ WAIT_FOR_MATHJAX = """async () => {
 }"""
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT)
+@site_test
 def test_every_page_works_in_chromium(site, served, browser):
     pages = sorted(str(p.relative_to(site)) for p in site.rglob("*.html")
                    if not p.relative_to(site).parts[0].startswith("_") and not is_redirect(p))
@@ -215,7 +220,7 @@ def test_every_page_works_in_chromium(site, served, browser):
     assert total_math > 100 and total_images > 10, (total_math, total_images)  # the checks looked at something
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT)
+@site_test
 def test_search_finds_a_term(site, served, browser):
     page = browser.new_page()
     page.goto(f"{served}/search.html?q=interpolation", wait_until="load")

@@ -30,6 +30,7 @@ def test_shipped_model_is_small_llama_style_and_documented(shipped):
     assert summary["seconds"] <= 30 * 60, "the issue allows at most 30 minutes of training on 2 cores"
 
 
+@pytest.mark.slow
 def test_shipped_model_reproduces_its_validation_loss(shipped):
     model, summary, train_cfg, _ = shipped
     trained_on = summary["machine"]["python"].rsplit(".", 1)[0]

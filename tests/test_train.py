@@ -35,6 +35,7 @@ def test_a_few_steps_lower_the_loss(small_data):
     assert all("val_loss" in r and r["tokens_per_second"] > 0 for r in after.history if r["step"] % 10 == 0)
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit(small_data, tmp_path):
     full = train(config(tmp_path / "full"), progress=False, data=small_data)
     first = config(tmp_path / "resumed", steps=30, save_interval=12)
