@@ -249,12 +249,87 @@ def test_yarn_attention_factor_scales_the_tables():
     torch.testing.assert_close(cos**2 + sin**2, torch.full_like(cos, expected), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("kind", ["linear", "ntk", "dynamic_ntk", "yarn"])
+@pytest.mark.parametrize("kind", ["linear", "ntk", "dynamic_ntk", "yarn", "llama3"])
 def test_factor_one_changes_nothing(kind):
     plain, _ = rope_inv_freq(32)
     inv_freq, factor = rope_inv_freq(32, scaling=RopeScaling(kind, 1.0, 128), seq_len=128)
     torch.testing.assert_close(inv_freq, plain, rtol=1e-7, atol=0)
     assert factor == 1.0
+
+
+def test_llama3_is_the_paper_ramp_in_rotations_between_its_two_factors():
+    """Llama 3.1's rule (Grattafiori et al., 2024) per pair: r = L / wavelength turns over L; divide by s below
+    low_freq_factor turns, keep above high_freq_factor, ramp linearly in r between: YaRN's paper ramp."""
+    head_dim, base, s, L = 128, 500000.0, 8.0, 8192  # Llama 3.1's own values
+    inv_freq, factor = rope_inv_freq(head_dim, base, RopeScaling("llama3", s, L))
+    assert factor == 1.0
+    torch.testing.assert_close(inv_freq, _yarn_paper(head_dim, base, s, L, 1.0, 4.0), rtol=1e-5, atol=0)
+    as_yarn, _ = rope_inv_freq(head_dim, base, RopeScaling("yarn", s, L, beta_fast=4.0, beta_slow=1.0))
+    torch.testing.assert_close(inv_freq, as_yarn, rtol=1e-5, atol=0)
+
+
+def test_yarn_hf_ramp_is_linear_in_the_dimension_index():
+    head_dim, base, s, L = 64, 10000.0, 4.0, 2048
+    paper, _ = rope_inv_freq(head_dim, base, RopeScaling("yarn", s, L))
+    hf, _ = rope_inv_freq(head_dim, base, RopeScaling("yarn", s, L, ramp="hf", truncate=False))
+    plain, _ = rope_inv_freq(head_dim, base)
+    # d(beta) = head_dim ln(L / (2 pi beta)) / (2 ln base): the pair index that turns beta times over L
+    low, high = (head_dim * math.log(L / (2 * math.pi * b)) / (2 * math.log(base)) for b in (32.0, 1.0))
+    i = torch.arange(head_dim // 2, dtype=torch.float64)
+    gamma = 1 - ((i - low) / (high - low)).clamp(0, 1)
+    torch.testing.assert_close(hf.double(), (1 - gamma) * plain.double() / s + gamma * plain.double(), rtol=1e-6, atol=0)
+    outside = (i < low) | (i > high)
+    torch.testing.assert_close(hf[outside], paper[outside], rtol=1e-6, atol=0)  # same outside the ramp ...
+    assert not torch.allclose(hf[~outside], paper[~outside], rtol=1e-3)  # ... not inside it
+
+
+HF_ROPE_CASES = [  # (rope dict as in a Hugging Face config, head_dim, rope_theta, max_position_embeddings, seq_len)
+    (dict(rope_type="linear", factor=4.0), 64, 10000.0, 4096, None),
+    (dict(rope_type="dynamic", factor=4.0), 64, 10000.0, 1024, 3000),
+    (dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+          original_max_position_embeddings=8192), 128, 500000.0, 131072, None),
+    (dict(rope_type="llama3", factor=4.0, low_freq_factor=2.0, high_freq_factor=8.0,
+          original_max_position_embeddings=512), 64, 10000.0, 4096, None),
+    (dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=2048), 64, 10000.0, 8192, None),
+    (dict(rope_type="yarn", factor=8.0, original_max_position_embeddings=4096, beta_fast=16, beta_slow=2,
+          truncate=False), 128, 1000000.0, 32768, None),
+    (dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=2048, attention_factor=1.3), 64, 10000.0,
+     8192, None),
+    (dict(rope_type="yarn", factor=40.0, original_max_position_embeddings=4096, mscale=1.0, mscale_all_dim=0.5),
+     64, 10000.0, 163840, None),
+]
+
+
+@pytest.mark.parametrize("rope, head_dim, base, max_pos, seq_len", HF_ROPE_CASES,
+                         ids=lambda v: v["rope_type"] if isinstance(v, dict) else None)
+def test_scaling_from_hf_matches_transformers_rope_init_functions(rope, head_dim, base, max_pos, seq_len):
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = transformers.LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4, max_position_embeddings=max_pos,
+                                      rope_parameters=dict(rope_theta=base, **rope))
+    expected, expected_factor = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config, "cpu", seq_len=seq_len)
+    scaling = RopeScaling.from_hf(dict(rope), max_pos)
+    inv_freq, factor = rope_inv_freq(head_dim, base, scaling, seq_len=seq_len)
+    torch.testing.assert_close(inv_freq, expected, rtol=1.2e-7, atol=0)  # float32, same operations
+    assert math.isclose(factor, expected_factor, rel_tol=1e-7)
+
+
+def test_scaling_from_hf_maps_the_types_and_refuses_the_rest():
+    assert RopeScaling.from_hf({"rope_type": "default", "rope_theta": 1e4}, 4096) is None
+    assert RopeScaling.from_hf({"type": "linear", "factor": 2.0}, 4096) == RopeScaling("linear", 2.0, 4096)
+    yarn = RopeScaling.from_hf({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024}, 4096)
+    assert (yarn.kind, yarn.ramp, yarn.original_context_length, yarn.truncate) == ("yarn", "hf", 1024, True)
+    with pytest.raises(ValueError, match="'longrope' is not supported.*'yarn'"):
+        RopeScaling.from_hf({"rope_type": "longrope", "factor": 2.0}, 4096)
+    with pytest.raises(ValueError, match="low_freq_factor"):
+        RopeScaling.from_hf({"rope_type": "llama3", "factor": 8.0}, 4096)
+    for scaling in (yarn, RopeScaling("llama3", 8.0, 8192), RopeScaling("linear", 2.0, 16384)):  # linear: L unused
+        assert RopeScaling.from_hf(scaling.to_hf(16384), 16384) == scaling
+    with pytest.raises(ValueError, match="ramp='hf'"):
+        RopeScaling("yarn", 4.0, 1024).to_hf(4096)
+    with pytest.raises(ValueError, match="no rope type"):
+        RopeScaling("ntk", 4.0, 1024).to_hf(4096)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,6 +415,12 @@ def test_bad_arguments_raise_informative_errors():
         RopeScaling("linear", 2.0, 0)
     with pytest.raises(ValueError, match="beta_fast > beta_slow"):
         RopeScaling("yarn", 2.0, 128, beta_fast=1.0, beta_slow=32.0)
+    with pytest.raises(ValueError, match="ramp='linear' is not one of"):
+        RopeScaling("yarn", 2.0, 128, ramp="linear")
+    with pytest.raises(ValueError, match="high_freq_factor > low_freq_factor"):
+        RopeScaling("llama3", 8.0, 128, low_freq_factor=4.0, high_freq_factor=1.0)
+    with pytest.raises(ValueError, match="attention_factor is a YaRN setting"):
+        RopeScaling("linear", 2.0, 128, attention_factor=1.2)
     with pytest.raises(ValueError, match="layout='complex' is not one of"):
         RotaryEmbedding(8, layout="complex")
     cos, sin = RotaryEmbedding(8)(torch.arange(3))

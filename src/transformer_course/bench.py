@@ -9,10 +9,7 @@ set size during the call, measured in a fresh process per point (Linux: VmHWM, r
 """
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,35 +24,11 @@ from .config import ModelConfig
 from .convert import llama_to_hf
 from .generate import generate
 from .model import TransformerLM
+from .results import machine_info
 
 ATTN_SHAPE = dict(B=1, n_head=2, head_dim=64)  # small enough that naive fits in memory at T = 16k
 ATTN_LENGTHS = (1024, 2048, 4096, 8192, 16384)
 NAIVE_MEMORY_BUDGET = 8 * 1024**3  # skip naive points whose score matrices alone would exceed this
-
-
-def machine_info(device: str = "cpu") -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 def _time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
@@ -159,6 +132,12 @@ def bench_attention_cuda(lengths=ATTN_LENGTHS + (32768,), dtype=torch.bfloat16, 
 # ------------------------------------------------------------------------------------------------
 def bench_decode(preset: str = "tiny-llama", new_tokens: int = 1024, device: str = "cpu",
                  compare_transformers: bool = True) -> list:
+    """Greedy decoding from a one-token prompt, batch 1: tokens per second of ``generate`` with and without
+    the KV cache and, for Llama-style presets, of transformers' ``generate`` on the same weights.
+
+    Each figure is one timed run after one warm-up run. Rows: {"impl", "new_tokens", "seconds",
+    "tokens_per_second"} (plus "same_tokens_as_ours_first_64" for transformers), or {"impl", "skipped"}.
+    """
     config = ModelConfig.from_name(preset)
     torch.manual_seed(0)
     model = TransformerLM(config, device=device).eval()
@@ -175,23 +154,23 @@ def bench_decode(preset: str = "tiny-llama", new_tokens: int = 1024, device: str
 
 
 def _decode_transformers(config: ModelConfig, model: TransformerLM, new_tokens: int, device: str, sync) -> list:
-    """The same Llama configuration and weights in Hugging Face transformers, if it is installed."""
+    """The same configuration and weights as a transformers ``LlamaForCausalLM`` (``ModelConfig.to_hf`` and
+    ``convert.llama_to_hf``), if transformers is installed: its cached greedy ``generate``, timed like ours."""
     try:
         import transformers
-        from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError:
         return [{"impl": "transformers", "skipped": "not installed (pip install transformers to compare)"}]
-    if config.position != "rope" or config.activation != "swiglu" or config.norm != "rmsnorm" or config.rope_layout != "half":
-        return [{"impl": "transformers", "skipped": f"{config.name} is not a Llama-style preset"}]
-    hf_config = LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.n_embd, intermediate_size=config.ffn_hidden,
-        num_hidden_layers=config.n_layer, num_attention_heads=config.n_head, num_key_value_heads=config.n_kv_head,
-        max_position_embeddings=max(config.context_length, new_tokens + 1), rope_theta=config.rope_base,
-        rms_norm_eps=config.norm_eps, tie_word_embeddings=config.tie_embeddings, attention_bias=config.bias)
-    hf = LlamaForCausalLM(hf_config).to(device).eval()
-    hf.load_state_dict(llama_to_hf(model.state_dict(), config.n_layer))
+    try:
+        hf_dict = config.to_hf("llama")
+    except ValueError as err:
+        return [{"impl": "transformers", "skipped": f"{config.name} is not a Llama-style preset ({err})"}]
+    # RoPE needs no table past max_position_embeddings in either library; raising it only keeps transformers quiet.
+    hf_dict["max_position_embeddings"] = max(config.context_length, new_tokens + 1)
+    hf_config = transformers.AutoConfig.for_model(hf_dict.pop("model_type"), **hf_dict)
+    hf = transformers.AutoModelForCausalLM.from_config(hf_config).to(device).eval()
+    hf.load_state_dict(llama_to_hf(model.state_dict(), config.n_layer))  # strict: every weight is ours
     prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
-    kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True, pad_token_id=None)
+    kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True)
     ours = generate(model, prompt, 64)
     with torch.no_grad():
         theirs = hf.generate(prompt, max_new_tokens=64, min_new_tokens=64, **kwargs)
@@ -202,7 +181,7 @@ def _decode_transformers(config: ModelConfig, model: TransformerLM, new_tokens: 
             hf.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
 
     seconds = _time(run, repeats=1, sync=sync)
-    return [{"impl": f"transformers {transformers.__version__} (LlamaForCausalLM.generate, KV cache)",
+    return [{"impl": f"transformers {transformers.__version__} ({type(hf).__name__}.generate, KV cache)",
              "new_tokens": new_tokens, "seconds": seconds, "tokens_per_second": new_tokens / seconds,
              "same_tokens_as_ours_first_64": same}]
 

@@ -18,8 +18,8 @@ RoPE pairs the head_dim coordinates two ways; both are the same rotation up to a
     "interleaved"  pairs (2i, 2i + 1), the RoFormer paper and Meta's original Llama code (complex numbers).
 ``interleaved_to_half`` is that permutation; it converts Meta q/k weights to Hugging Face ones.
 
-Stretching RoPE past the training length L (``RopeScaling``, see ``rope_inv_freq``): "linear" position
-interpolation, "ntk" and "dynamic_ntk" base scaling, and "yarn".
+Stretching RoPE past the training length L (``config.RopeScaling``, see ``rope_inv_freq``): "linear" position
+interpolation, "ntk" and "dynamic_ntk" base scaling, "yarn" and Llama 3.1's "llama3".
 
 Usage::
 
@@ -30,14 +30,12 @@ Usage::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-LAYOUTS = ("half", "interleaved")
-SCALING_KINDS = ("linear", "ntk", "dynamic_ntk", "yarn")
+from .config import ROPE_LAYOUTS, RopeScaling
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,48 +61,6 @@ def sinusoidal_table(n_pos: int, dim: int, base: float = 10000.0, *, device=None
 # --------------------------------------------------------------------------------------------------
 # RoPE frequencies and their scaling
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class RopeScaling:
-    """How RoPE is stretched past the training length L = ``original_context_length``.
-
-    kind:
-        "linear"       position interpolation (Chen et al., 2023, arXiv:2306.15595): positions / s.
-        "ntk"          NTK-aware base scaling (bloc97, 2023; written up in Peng et al., 2023).
-        "dynamic_ntk"  "ntk" with a factor that grows with the current sequence length.
-        "yarn"         NTK-by-parts interpolation plus attention temperature (Peng et al., 2023,
-                       arXiv:2309.00071).
-    factor: s = new context / original context, >= 1 (s = 1 changes nothing).
-    beta_fast, beta_slow: YaRN's ramp bounds, the paper's beta and alpha, counted in rotations over L:
-        dimensions that turn more than ``beta_fast`` times over L keep their frequency, those that turn
-        fewer than ``beta_slow`` times are interpolated by s. Paper values for Llama: 32 and 1.
-    """
-
-    kind: str
-    factor: float
-    original_context_length: int
-    beta_fast: float = 32.0
-    beta_slow: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in SCALING_KINDS:
-            raise ValueError(f"RopeScaling kind={self.kind!r} is not one of {SCALING_KINDS}.")
-        if not self.factor >= 1.0:
-            raise ValueError(
-                f"RopeScaling factor={self.factor} must be >= 1: it is new context / original context. "
-                "To use RoPE without scaling, pass scaling=None."
-            )
-        if self.original_context_length < 1:
-            raise ValueError(
-                f"original_context_length={self.original_context_length} must be the (positive) training "
-                "context length L of the model."
-            )
-        if not self.beta_fast > self.beta_slow > 0:
-            raise ValueError(
-                f"beta_fast={self.beta_fast} and beta_slow={self.beta_slow} must satisfy beta_fast > beta_slow > 0 "
-                "(the paper uses beta_fast=32, beta_slow=1)."
-            )
-
-
 def rope_inv_freq(
     head_dim: int,
     base: float = 10000.0,
@@ -130,19 +86,31 @@ def rope_inv_freq(
                      l = L and reaches factor s + 1 at l = 2L. With s = 1 it reduces to ntk with
                      factor l / L, the "Dynamic NTK" of Peng et al. (2023), which scales by max(1, l/L).
         yarn         NTK-by-parts (Peng et al., 2023, arXiv:2309.00071), see below; attention_factor =
-                     ``0.1 ln(s) + 1``, the paper's sqrt(1/t), so the logits are divided by t.
+                     ``scaling.attention_factor``, by default ``0.1 ln(s) + 1``, the paper's sqrt(1/t), so
+                     the logits are divided by t.
+        llama3       Llama 3.1 (Grattafiori et al., 2024, arXiv:2407.21783; Meta's ``apply_scaling``): with
+                     wavelength ``lambda_i = 2 pi / theta_i``, pairs with lambda_i > L / low_freq_factor are
+                     divided by s, those with lambda_i < L / high_freq_factor are kept, and in between
+                     ``(1 - g) theta_i / s + g theta_i`` with ``g = (L / lambda_i - low) / (high - low)``.
+                     Since L / lambda_i is the number of turns r_i over L, this is YaRN's paper ramp with
+                     beta_slow = low_freq_factor, beta_fast = high_freq_factor and no attention factor.
+                     Computed with the operations of transformers' ``_compute_llama3_parameters``.
 
-    YaRN, as in the paper. Pair i turns ``r_i = L * theta_i / (2 pi)`` times over the original context
-    (L / wavelength). With the ramp ``gamma(r) = 0 if r < beta_slow, 1 if r > beta_fast, else
-    (r - beta_slow) / (beta_fast - beta_slow)``, the new frequency is
+    YaRN, ``ramp="paper"`` (the default). Pair i turns ``r_i = L * theta_i / (2 pi)`` times over the
+    original context (L / wavelength). With the ramp ``gamma(r) = 0 if r < beta_slow, 1 if r > beta_fast,
+    else (r - beta_slow) / (beta_fast - beta_slow)``, the new frequency is
     ``(1 - gamma) * theta_i / s + gamma * theta_i``: fast pairs (many turns, local information) are left
-    alone, slow pairs (less than one turn, never seen past L) are interpolated like "linear".
-    Hugging Face and the official YaRN code compute the same ramp differently: they turn beta_fast and
-    beta_slow into fractional dimension indices (``find_correction_dim``), round them outward with
-    floor/ceil, and ramp linearly in the dimension index, i.e. linearly in log r, not in r. Both agree
-    outside the ramp (up to the rounded boundary pairs); inside it they differ. We follow the paper
-    because its gamma is a function of r alone, which is what the book derives and what the tests check
-    pair by pair; to load a Hugging Face YaRN checkpoint, reproduce their ramp instead.
+    alone, slow pairs (less than one turn, never seen past L) are interpolated like "linear". Its gamma is a
+    function of r alone, which is what the book derives and what the tests check pair by pair.
+
+    YaRN, ``ramp="hf"``: the ramp of Hugging Face transformers (``_compute_yarn_parameters``) and of the
+    official YaRN code, what Hugging Face YaRN checkpoints were trained with (``ModelConfig.from_hf``
+    picks it). beta_fast and beta_slow become fractional pair indices
+    ``d(beta) = head_dim * ln(L / (2 pi beta)) / (2 ln base)`` (``find_correction_dim``: the pair that
+    turns beta times over L), rounded outward with floor / ceil when ``scaling.truncate`` and clipped to
+    [0, head_dim - 1]; gamma then falls linearly in the pair index i from 1 at d(beta_fast) to 0 at
+    d(beta_slow), i.e. linearly in log r, not in r. Both ramps agree outside the ramp (up to the rounded
+    boundary pairs); inside it they differ.
     """
     _check_head_dim(head_dim)
     if not base > 0:
@@ -160,13 +128,47 @@ def rope_inv_freq(
         if scaling.kind == "dynamic_ntk":
             s = s * seq_len / L - (s - 1)  # Hugging Face's length-dependent factor, > 1 since seq_len > L
         return _inv_freq(head_dim, base * s ** (head_dim / (head_dim - 2)), device), 1.0
+    if scaling.kind == "llama3":
+        return _llama3_inv_freq(_inv_freq(head_dim, base, device), s, L, scaling.low_freq_factor,
+                                scaling.high_freq_factor), 1.0
 
     # yarn
+    attention_factor = 0.1 * math.log(s) + 1.0 if scaling.attention_factor is None else scaling.attention_factor
     inv_freq = _inv_freq(head_dim, base, device)  # (head_dim // 2,)
+    if scaling.ramp == "hf":
+        return _yarn_hf_inv_freq(head_dim, base, s, L, scaling, device), attention_factor
     rotations = L * inv_freq / (2 * math.pi)  # r_i: turns of pair i over the original context
     gamma = ((rotations - scaling.beta_slow) / (scaling.beta_fast - scaling.beta_slow)).clamp(0.0, 1.0)
     inv_freq = (1 - gamma) * inv_freq / s + gamma * inv_freq
-    return inv_freq, 0.1 * math.log(s) + 1.0
+    return inv_freq, attention_factor
+
+
+def _llama3_inv_freq(inv_freq: Tensor, s: float, L: int, low: float, high: float) -> Tensor:
+    """Llama 3.1's scaled frequencies (see ``rope_inv_freq``), (head_dim // 2,) -> (head_dim // 2,)."""
+    wavelen = 2 * math.pi / inv_freq
+    low_freq_wavelen, high_freq_wavelen = L / low, L / high
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s, inv_freq)  # slow pairs: interpolated
+    smooth = (L / wavelen - low) / (high - low)  # g: the ramp in turns over L
+    smoothed = (1 - smooth) * scaled / s + smooth * scaled
+    medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+def _yarn_hf_inv_freq(head_dim: int, base: float, s: float, L: int, scaling: RopeScaling, device) -> Tensor:
+    """YaRN with transformers' dimension-index ramp (see ``rope_inv_freq``), (head_dim // 2,) float32."""
+    def correction_dim(rotations: float) -> float:  # the (fractional) pair index that turns ``rotations`` times over L
+        return head_dim * math.log(L / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(scaling.beta_fast), correction_dim(scaling.beta_slow)
+    if scaling.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001  # transformers' guard against a zero-width ramp
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1).to(device)
+    gamma = 1 - ramp  # 1: keep theta_i (fast pairs, small i), 0: theta_i / s (slow pairs)
+    pos_freqs = base ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
+    return (1.0 / (s * pos_freqs)) * (1 - gamma) + (1.0 / pos_freqs) * gamma
 
 
 def _inv_freq(head_dim: int, base: float, device) -> Tensor:
@@ -253,6 +255,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (head_dim // 2,)
         self.register_buffer("cos_cached", cos, persistent=False)
         self.register_buffer("sin_cached", sin, persistent=False)
+
+    def reset_tables(self, device=None) -> None:
+        """Recompute the tables from the base and the scaling, on ``device`` (default: where they are now).
+
+        For a model built on the meta device and then given real weights (``hf.load_hf``): the tables are
+        buffers, not weights, so loading a state dict does not fill them.
+        """
+        self._build_cache(self.inv_freq.device if device is None else device)
 
     @property
     def _dynamic(self) -> bool:
@@ -414,8 +424,8 @@ def _check_head_dim(head_dim: int) -> None:
 
 
 def _check_layout(layout: str) -> None:
-    if layout not in LAYOUTS:
+    if layout not in ROPE_LAYOUTS:
         raise ValueError(
-            f"layout={layout!r} is not one of {LAYOUTS}: 'half' pairs (i, i + head_dim/2) (Hugging Face), "
+            f"layout={layout!r} is not one of {ROPE_LAYOUTS}: 'half' pairs (i, i + head_dim/2) (Hugging Face), "
             "'interleaved' pairs (2i, 2i+1) (Meta's original Llama)."
         )
