@@ -96,9 +96,9 @@ PARTS: Dict[str, Dict[str, Tuple[str, Tuple[str, ...]]]] = {
         "test_ffn": ("part 3", ("FeedForward",)),
         "test_block_pre": ("part 4", ("Block",)),
         "test_block_post": ("part 4", ("Block",)),
-        "test_decoder": ("part 5", ("DecoderLM",)),
-        "test_gradients": ("part 5", ("DecoderLM",)),
-        "test_train": ("part 6", ("DecoderLM",)),
+        "test_decoder": ("part 5", ("TransformerLM",)),
+        "test_gradients": ("part 5", ("TransformerLM",)),
+        "test_train": ("part 6", ("TransformerLM",)),
     },
     "ex2_gqa": {
         "test_repeat_kv": ("part 1", ("repeat_kv",)),

@@ -102,9 +102,9 @@ class FeedForward(nn.Module):
         def forward(self, x):
             return F.gelu(x)
 
-    def __init__(self, d_model, d_hidden):
+    def __init__(self, n_embd, ffn_hidden):
         super().__init__()
-        self.up, self.down = nn.Linear(d_model, d_hidden), nn.Linear(d_hidden, d_model)
+        self.up, self.down = nn.Linear(n_embd, ffn_hidden), nn.Linear(ffn_hidden, n_embd)
         self.act = self._Act()
         self.apply_all = lambda x: self.down(self.act(self.up(x)))
 
@@ -118,7 +118,7 @@ if os.environ.get("NO_PLOTS"):
     print("no plots")
 ''',
     "comprehensions and dicts": '''
-shapes = {name: tuple(p.shape) for name, p in DecoderLM(32, 8, 16, 2, 2, 32).named_parameters()}
+shapes = {name: tuple(p.shape) for name, p in TransformerLM(32, 8, 16, 2, 2, 32).named_parameters()}
 sizes = [n for n in (s[0] for s in shapes.values()) if n > 4]
 counts = {}
 for key in shapes:
@@ -176,7 +176,7 @@ check("ex1.attention", globals())
 check("ex1.attention", globals(), seed=5, T=3)
 ''',
     "getattr with literal names, hasattr, isinstance": '''
-cfg = dict(d_model=16, n_head=2)
+cfg = dict(n_embd=16, n_head=2)
 lin = nn.Linear(2, 2)
 print([getattr(lin, name) is not None for name in ("weight", "bias")], getattr(torch, "float8_e4m3fn", None))
 print(hasattr(lin, "weight"), isinstance(lin.weight, torch.Tensor), callable(attention))
@@ -206,13 +206,13 @@ settings.lr = 1e-3
 ''',
     "timeit with a lambda, time, copy": '''
 import copy, timeit
-model = DecoderLM(32, 8, 16, 2, 1, 32)
+model = TransformerLM(32, 8, 16, 2, 1, 32)
 twin = copy.deepcopy(model)
 twin.lm_head.weight = twin.tok_emb.weight
 print(timeit.timeit(lambda: model(torch.zeros(1, 8, dtype=torch.long)), number=2), time.perf_counter())
 ''',
     "loops over modules' outputs and the optimiser": '''
-model = DecoderLM(32, 8, 16, 2, 1, 32)
+model = TransformerLM(32, 8, 16, 2, 1, 32)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 for group in opt.param_groups:
     group["lr"] = 5e-4
@@ -234,8 +234,8 @@ def test_no_finding_on_honest_code(name):
 
 def test_honest_code_in_other_exercises():
     assert findings("ex4_kv_cache", "cache = KVCache(1, 2, 8, 4)\nk, v = cache.update(torch.zeros(1, 2, 3, 4), "
-                    "torch.zeros(1, 2, 3, 4))\nprint(cache.pos, k.shape)\n") == []
-    assert findings("ex5_context_extension", "scaled = apply_scaling(model, 'ntk', 2.0)\nprint(scaled.backbone.rope"
+                    "torch.zeros(1, 2, 3, 4), 0)\nprint(cache.length, cache.capacity, k.shape)\n") == []
+    assert findings("ex5_context_extension", "scaled = apply_scaling(model, 'ntk', 2.0)\nprint(scaled.rope"
                     ".inv_freq[:4], bits_per_byte(scaled, [long_documents()[0][1][:300]]))\n") == []
     assert findings("ex3_rope", "x = torch.randn(1, 2, 5, 8)\nassert torch.allclose(apply_rope(x, torch.arange(5)), "
                     "package_apply_rope(x, *RotaryEmbedding(8)(torch.arange(5))), atol=1e-5)\n") == []
@@ -380,9 +380,9 @@ def attention(q, k, v, causal=True):
 ''', EX1_ALL),
     ("ex1_transformer", "MultiHeadAttention", '''
 class MultiHeadAttention(nn.Module):
-    def __init__(self, d_model, n_head):
+    def __init__(self, n_embd, n_head):
         super().__init__()
-        self.inner = nn.MultiheadAttention(d_model, n_head, batch_first=True)
+        self.inner = nn.MultiheadAttention(n_embd, n_head, batch_first=True)
 
     def forward(self, x):
         return self.inner(x, x, x, need_weights=False)[0]
@@ -393,11 +393,11 @@ import transformer_course.layers as layers
 class FeedForward(layers.FeedForward):
     pass
 ''', ("test_block_post", "test_block_pre", "test_decoder", "test_gradients", "test_ffn", "test_train")),
-    ("ex1_transformer", "DecoderLM", '''
-class DecoderLM(nn.Module):
-    def __init__(self, vocab_size, block_size, d_model, n_head, n_layer, d_hidden):
+    ("ex1_transformer", "TransformerLM", '''
+class TransformerLM(nn.Module):
+    def __init__(self, vocab_size, context_length, n_embd, n_head, n_layer, ffn_hidden):
         super().__init__()
-        layer = nn.TransformerDecoderLayer(d_model, n_head, d_hidden, batch_first=True, norm_first=True)
+        layer = nn.TransformerDecoderLayer(n_embd, n_head, ffn_hidden, batch_first=True, norm_first=True)
         self.blocks = nn.ModuleList(layer for _ in range(n_layer))
 ''', ("test_decoder", "test_gradients", "test_train")),
     ("ex2_gqa", "gqa_attention", '''

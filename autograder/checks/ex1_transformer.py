@@ -1,14 +1,15 @@
 """Checks for exercise 1, a decoder-only transformer built from scratch.
 
-Graded names (stated at the top of the notebook). Shapes: x (B, T, C) with C = d_model; idx (B, T) int64.
+Graded names (stated at the top of the notebook). Shapes: x (B, T, C) with C = n_embd; idx (B, T) int64.
     attention(q, k, v, causal=True) -> Tensor       q, k, v: (B, n_head, T, head_dim) -> (B, n_head, T, head_dim)
-    MultiHeadAttention(d_model, n_head)             q_proj, k_proj, v_proj, o_proj: nn.Linear(C, C) with bias;
+    MultiHeadAttention(n_embd, n_head)              q_proj, k_proj, v_proj, o_proj: nn.Linear(C, C) with bias;
                                                     forward(x) -> (B, T, C), causal
-    FeedForward(d_model, d_hidden)                  up: nn.Linear(C, d_hidden), down: nn.Linear(d_hidden, C);
+    FeedForward(n_embd, ffn_hidden)                 up: nn.Linear(C, ffn_hidden), down: nn.Linear(ffn_hidden, C);
                                                     forward(x) = down(gelu(up(x))), exact (erf) GELU
-    Block(d_model, n_head, d_hidden, pre_norm=True) norm1, attn, norm2, ffn (nn.LayerNorm with eps 1e-5)
+    Block(n_embd, n_head, ffn_hidden, pre_norm=True)
+                                                    norm1, attn, norm2, ffn (nn.LayerNorm with eps 1e-5)
                                                     pre-norm: x + f(norm(x)); post-norm: norm(x + f(x))
-    DecoderLM(vocab_size, block_size, d_model, n_head, n_layer, d_hidden)
+    TransformerLM(vocab_size, context_length, n_embd, n_head, n_layer, ffn_hidden)
                                                     tok_emb, pos_emb (nn.Embedding), blocks (nn.ModuleList of
                                                     pre-norm Blocks), norm_f (nn.LayerNorm), lm_head
                                                     (nn.Linear(C, vocab, bias=False) whose weight IS tok_emb.weight);
@@ -21,8 +22,10 @@ barely helps in 80 steps, and ex1.decoder catches it).
 
 This is the GPT-2 design (LayerNorm, GELU, learned positions, biases, tied output layer), so the judges load
 the same weights into the reference package's modules (``transformer_course.multi_head``, ``layers``,
-``model``) under the names mapped by ``_reference_name``. Known mistakes are recomputed by small functional
-models (``_mha``, ``_block``, ``_decoder``) built from the reference ``attention`` and PyTorch functions.
+``model``): the student's modules have the package's state-dict keys, name for name. (The package's
+``TransformerLM`` is imported as ``ReferenceLM``: the student's class has the same name.) Known mistakes are
+recomputed by small functional models (``_mha``, ``_block``, ``_decoder``) built from the reference
+``attention`` and PyTorch functions.
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ from transformer_course.attention import attention as reference_attention
 from transformer_course.config import ModelConfig
 from transformer_course.data import load_split, random_batch
 from transformer_course.layers import FeedForward as ReferenceFeedForward
-from transformer_course.model import TransformerBlock, TransformerLM
+from transformer_course.model import TransformerBlock
+from transformer_course.model import TransformerLM as ReferenceLM
 from transformer_course.multi_head import MultiHeadAttention as ReferenceMultiHeadAttention
 
 from .base import StudentError, call, compare, expect_keys, explain, load_weights, mismatch, randn, register, same, seeded
@@ -91,25 +95,6 @@ def _shapes(build):
         return {k: tuple(v.shape) for k, v in build().state_dict().items()}
 
 
-# The student's DecoderLM names -> the reference TransformerLM's names (lm_head.weight is the same in both).
-_RENAMES = (("tok_emb.", "embed.tok_emb."), ("pos_emb.", "embed.pos_emb."), ("blocks.", "backbone.blocks."),
-            ("norm_f.", "backbone.norm_f."))
-
-
-def _reference_name(name: str) -> str:
-    for mine, theirs in _RENAMES:
-        if name.startswith(mine):
-            return theirs + name[len(mine):]
-    return name
-
-
-def _student_name(name: str) -> str:
-    for mine, theirs in _RENAMES:
-        if name.startswith(theirs):
-            return mine + name[len(theirs):]
-    return name
-
-
 def _lm_config(V, S, C, H, L, hidden, *, pre_norm=True):
     return ModelConfig(vocab_size=V, context_length=S, n_layer=L, n_embd=C, n_head=H, ffn_hidden=hidden,
                        activation="gelu", norm="layernorm", norm_eps=1e-5, norm_placement="pre" if pre_norm else "post",
@@ -117,21 +102,20 @@ def _lm_config(V, S, C, H, L, hidden, *, pre_norm=True):
 
 
 def _reference_lm(V, S, C, H, L, hidden, state=None):
-    """The reference model, with the student-named ``state`` loaded (tied: one tensor for both names)."""
-    model = TransformerLM(_lm_config(V, S, C, H, L, hidden), attn_impl="naive")
+    """The reference model, with ``state`` loaded (tied: one tensor for both names)."""
+    model = ReferenceLM(_lm_config(V, S, C, H, L, hidden), attn_impl="naive")
     if state is not None:
-        model.load_state_dict({_reference_name(k): v for k, v in state.items()}, strict=True)
+        model.load_state_dict(state, strict=True)
     return model
 
 
 @functools.lru_cache(maxsize=None)
 def _lm_shapes(V, S, C, H, L, hidden):
-    shapes = _shapes(lambda: TransformerLM(_lm_config(V, S, C, H, L, hidden)))
-    return {_student_name(k): v for k, v in shapes.items()}
+    return _shapes(lambda: ReferenceLM(_lm_config(V, S, C, H, L, hidden)))
 
 
 def _lm_state(seed, V, S, C, H, L, hidden):
-    """Random weights for DecoderLM, student names, lm_head.weight the same tensor as tok_emb.weight."""
+    """Random weights for TransformerLM, lm_head.weight the same tensor as tok_emb.weight."""
     shapes = {k: v for k, v in _lm_shapes(V, S, C, H, L, hidden).items() if k != "lm_head.weight"}
     state = _random_state(shapes, seeded(seed))
     state["lm_head.weight"] = state["tok_emb.weight"]
@@ -225,7 +209,7 @@ def _block(sd, x, H, *, pre=True, attn_res=True, ffn_res=True, parallel=False, s
 
 def _decoder(sd, idx, H, L, *, positions=True, final_norm=True, pre=True, causal=True, out=None,
              emb_scale=1.0):
-    """DecoderLM from a student-named state dict; ``out`` overrides the output matrix (untied)."""
+    """TransformerLM from a state dict; ``out`` overrides the output matrix (untied)."""
     T = idx.shape[1]
     x = sd["tok_emb.weight"][idx] * emb_scale  # (B, T, C)
     if positions:
@@ -311,7 +295,7 @@ def _mha_inputs(seed, B, T, C, H):
 class MultiHead:
     @staticmethod
     def run(student, seed=0, B=2, T=5, C=12, H=3):
-        cls = student.get("MultiHeadAttention", "(d_model, n_head)")
+        cls = student.get("MultiHeadAttention", "(n_embd, n_head)")
         state, x = _mha_inputs(seed, B, T, C, H)
         module = call(cls, C, H)
         load_weights(module, state, "your MultiHeadAttention")
@@ -363,7 +347,7 @@ def _ffn_inputs(seed, B, T, C, hidden):
 class FeedForwardCheck:
     @staticmethod
     def run(student, seed=0, B=2, T=4, C=8, hidden=32):
-        cls = student.get("FeedForward", "(d_model, d_hidden)")
+        cls = student.get("FeedForward", "(n_embd, ffn_hidden)")
         state, x = _ffn_inputs(seed, B, T, C, hidden)
         module = call(cls, C, hidden)
         load_weights(module, state, "your FeedForward")
@@ -440,7 +424,7 @@ def _block_mistakes(state, x, H, pre_norm):
 class BlockCheck:
     @staticmethod
     def run(student, seed=0, B=2, T=5, C=12, H=3, hidden=24, pre_norm=True):
-        cls = student.get("Block", "(d_model, n_head, d_hidden, pre_norm=True)")
+        cls = student.get("Block", "(n_embd, n_head, ffn_hidden, pre_norm=True)")
         state, x = _block_inputs(seed, B, T, C, H, hidden)
         module = call(cls, C, H, hidden, pre_norm=pre_norm)
         load_weights(module, state, f"your Block(pre_norm={pre_norm})")
@@ -477,25 +461,25 @@ def _decoder_inputs(seed, B, T, V, S, C, H, L, hidden):
 
 
 def _student_lm(student, state, V, S, C, H, L, hidden):
-    cls = student.get("DecoderLM", "(vocab_size, block_size, d_model, n_head, n_layer, d_hidden)")
+    cls = student.get("TransformerLM", "(vocab_size, context_length, n_embd, n_head, n_layer, ffn_hidden)")
     model = call(cls, V, S, C, H, L, hidden)
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, (list, tuple)):
-        raise StudentError("your DecoderLM keeps its blocks in a Python list, which hides them from state_dict(), "
+        raise StudentError("your TransformerLM keeps its blocks in a Python list, which hides them from state_dict(), "
                            "parameters() and the optimiser: use nn.ModuleList(...)")
-    load_weights(model, state, "your DecoderLM")
+    load_weights(model, state, "your TransformerLM")
     return model
 
 
 def _embedding_parameter(model):
     params = dict(model.named_parameters(remove_duplicate=False))
     if "tok_emb.weight" not in params:
-        raise StudentError("your DecoderLM's tok_emb.weight is not a parameter: make tok_emb an nn.Embedding.")
+        raise StudentError("your TransformerLM's tok_emb.weight is not a parameter: make tok_emb an nn.Embedding.")
     return params["tok_emb.weight"]
 
 
 @register("ex1.decoder", "decoder-only language model: logits, causality, tied output layer",
-          where="the `DecoderLM` cell (part 5), and the parts it uses")
+          where="the `TransformerLM` cell (part 5), and the parts it uses")
 class Decoder:
     @staticmethod
     def run(student, seed=0, B=2, T=8, V=32, S=12, C=16, H=2, L=2, hidden=32):
@@ -518,7 +502,7 @@ class Decoder:
         logits = got["logits"]
         if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (B, T, V):
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            return [f"DecoderLM(idx) for idx of shape (B, T) = {(B, T)} returned shape {shape}; it must return "
+            return [f"TransformerLM(idx) for idx of shape (B, T) = {(B, T)} returned shape {shape}; it must return "
                     f"logits of shape (B, T, vocab_size) = {(B, T, V)}"]
         problems = []
         early, early_changed = logits[:, :cut].double(), got["logits_changed"][:, :cut].double()
@@ -535,30 +519,30 @@ class Decoder:
              lambda: _decoder(state, idx, H, L, positions=False)),
             ("the final LayerNorm (norm_f) is not applied before the output layer",
              lambda: _decoder(state, idx, H, L, final_norm=False)),
-            ("the blocks are post-norm; DecoderLM stacks pre-norm blocks (Block's default, pre_norm=True)",
+            ("the blocks are post-norm; TransformerLM stacks pre-norm blocks (Block's default, pre_norm=True)",
              lambda: _decoder(state, idx, H, L, pre=False, final_norm=False)),
-            ("the blocks are post-norm and followed by norm_f; DecoderLM stacks pre-norm blocks (pre_norm=True)",
+            ("the blocks are post-norm and followed by norm_f; TransformerLM stacks pre-norm blocks (pre_norm=True)",
              lambda: _decoder(state, idx, H, L, pre=False)),
             ("the model returns probabilities (softmax of the logits); forward must return the logits themselves",
              lambda: torch.softmax(want, dim=-1)),
             ("the model returns log-probabilities (log_softmax); forward must return the logits themselves",
              lambda: torch.log_softmax(want, dim=-1)),
-            ("the token embedding is scaled by sqrt(d_model); this model adds tok_emb(idx) and pos_emb(...) as they are",
+            ("the token embedding is scaled by sqrt(n_embd); this model adds tok_emb(idx) and pos_emb(...) as they are",
              lambda: _decoder(state, idx, H, L, emb_scale=math.sqrt(C))),
             ("the attention is not causal", lambda: _decoder(state, idx, H, L, causal=False)),
         ]
-        problems += compare(logits, want, "DecoderLM(idx)", mistakes, atol=ATOL_MODEL)
+        problems += compare(logits, want, "TransformerLM(idx)", mistakes, atol=ATOL_MODEL)
         if problems:
-            return problems + ["DecoderLM is built from the parts checked above: if any of those checks fails, fix "
+            return problems + ["TransformerLM is built from the parts checked above: if any of those checks fails, fix "
                                "that part first"]
-        problems += compare(got["logits_changed"], want_changed, "DecoderLM(idx) for a second input", [], atol=ATOL_MODEL)
+        problems += compare(got["logits_changed"], want_changed, "TransformerLM(idx) for a second input", [], atol=ATOL_MODEL)
         moved = dict(state)
         moved["tok_emb.weight"] = state["tok_emb.weight"] + delta
         moved["lm_head.weight"] = moved["tok_emb.weight"]
         model = _reference_lm(V, S, C, H, L, hidden, moved).eval()
         with torch.no_grad():
             want_moved = model(idx)
-        problems += compare(got["logits_moved"], want_moved, "DecoderLM(idx) after a change to tok_emb.weight", [
+        problems += compare(got["logits_moved"], want_moved, "TransformerLM(idx) after a change to tok_emb.weight", [
             ("the output layer is not tied to the token embedding: changing tok_emb.weight must change lm_head too; "
              "write self.lm_head.weight = self.tok_emb.weight after creating both",
              lambda: _decoder(moved, idx, H, L, out=state["tok_emb.weight"])),
@@ -572,19 +556,19 @@ def _gradient_inputs(seed, B, T, V):
 
 
 def _reference_gradients(state, idx, targets, dims, *, tied=True):
-    """Loss and gradients of the reference model, by student names (a tied weight under both names)."""
+    """Loss and gradients of the reference model, by parameter name (a tied weight under both names)."""
     model = _reference_lm(*dims, state)
     if not tied:  # an untied model with the same values: lm_head gets its own copy
         model.lm_head.weight = torch.nn.Parameter(state["tok_emb.weight"].clone())
     logits = model(idx)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     loss.backward()
-    grads = {_student_name(n): p.grad for n, p in model.named_parameters(remove_duplicate=False)}
+    grads = {n: p.grad for n, p in model.named_parameters(remove_duplicate=False)}
     return loss.detach(), grads
 
 
 @register("ex1.gradients", "gradients reach every parameter and match the reference",
-          where="the `DecoderLM` cell (part 5): every parameter must be used in forward, without detach()")
+          where="the `TransformerLM` cell (part 5): every parameter must be used in forward, without detach()")
 class Gradients:
     @staticmethod
     def run(student, seed=0, B=2, T=8, V=32, S=12, C=16, H=2, L=2, hidden=32):
@@ -673,11 +657,11 @@ def _split(name):
 
 
 def _initial_state(seed):
-    """GPT-2 initialisation (the reference model's), seeded, by the student's names."""
+    """GPT-2 initialisation (the reference model's), seeded."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = TransformerLM(_lm_config(**TRAIN))
-    return {_student_name(k): v.detach().clone() for k, v in model.state_dict().items()}
+        model = ReferenceLM(_lm_config(**TRAIN))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def validation_loss(model):
@@ -692,7 +676,7 @@ def validation_loss(model):
 
 
 @register("ex1.train", "a short training run reaches the stated validation loss",
-          where="the `DecoderLM` cell (part 5): the grader trains it with its own loop")
+          where="the `TransformerLM` cell (part 5): the grader trains it with its own loop")
 class Train:
     @staticmethod
     def run(student, seed=0):

@@ -1,18 +1,19 @@
 """Checks for exercise 4, the KV cache.
 
-Graded names (stated at the top of the notebook):
-    KVCache(batch_size, n_kv_head, max_len, head_dim, *, device=None, dtype=None)
-        k_cache, v_cache: (batch_size, n_kv_head, max_len, head_dim) buffers allocated once, in __init__
-        pos: number of positions stored (the absolute position of the next token)
-        update(k, v) -> (k_all, v_all): stores k, v (B, n_kv_head, T, head_dim) at [pos, pos + T), advances pos,
-            returns views of the buffers (B, n_kv_head, pos, head_dim); ValueError when it would overflow
-        reset(): pos = 0, keeping the memory
-    CachedSelfAttention(n_embd, n_head, n_kv_head, *, max_len=256, rope_base=10000.0)   (__init__ given)
-        forward(x): (B, T, C) -> (B, T, C); weights q_proj, k_proj, v_proj, o_proj (no biases);
-        self.cache is None or an object with .pos and .update(k, v) (the grader plugs in its own)
+Graded names (stated at the top of the notebook). Positions are explicit, as in ``transformer_course``:
+    KVCache(batch_size, n_kv_head, capacity, head_dim, *, device=None, dtype=None)
+        k, v: (batch_size, n_kv_head, capacity, head_dim) buffers allocated once, in __init__
+        length: number of positions stored (0 .. length - 1); capacity (given): k.shape[2]
+        update(k, v, start_pos) -> (k_all, v_all): stores k, v (B, n_kv_head, T, head_dim) at
+            [start_pos, start_pos + T), sets length = start_pos + T, returns views of the buffers
+            (B, n_kv_head, length, head_dim); ValueError for a gap (start_pos > length) and when it would overflow
+    CachedSelfAttention(n_embd, n_head, n_kv_head, *, context_length=256, rope_base=10000.0)   (__init__ given)
+        forward(x, start_pos=0): (B, T, C) -> (B, T, C) for tokens at start_pos ..; weights q_proj, k_proj,
+        v_proj, o_proj (no biases); self.cache is None or an object with .update(k, v, start_pos) (the grader
+        plugs in its own)
     generate(model, idx, max_new_tokens, use_cache=True) -> (B, T + max_new_tokens), greedy
-        model: model(idx) -> logits, model.setup_cache(batch_size, max_len), model.reset_cache(),
-        model.remove_cache(), model.cache_length (the grader passes the package's TransformerLM)
+        model: model(idx, start_pos) -> logits, model.setup_cache(batch_size, max_len), model.remove_cache(),
+        model.cache_length (the grader passes the package's TransformerLM)
 """
 from __future__ import annotations
 
@@ -32,9 +33,15 @@ from .base import StudentError, call, diagnose, expect_keys, explain, load_weigh
 
 ATOL = 1e-5  # float32 attention on activations of size ~1: a correct answer agrees to ~1e-6
 
-REALLOCATED = ("the cache was reallocated: k_cache/v_cache moved to new memory (their data_ptr changed). Allocate "
-               "the buffers once in __init__ and write into them with slice assignment "
-               "(self.k_cache[:, :, pos:pos + T] = k); torch.cat allocates and copies a new tensor at every step")
+REALLOCATED = ("the cache was reallocated: k/v moved to new memory (their data_ptr changed). Allocate the buffers "
+               "once in __init__ and write into them with slice assignment (self.k[:, :, start_pos:end] = k); "
+               "torch.cat allocates and copies a new tensor at every step")
+RESTART_REALLOCATED = ("update(k, v, start_pos=0) allocated new buffers (the data_ptr of k/v changed): a new sequence "
+                       "keeps the memory and simply overwrites it from position 0")
+IGNORES_START_POS = ("update must write at start_pos, not after the positions already stored: an earlier start_pos "
+                     "overwrites from there (0 starts a new sequence), self.k[:, :, start_pos:start_pos + T] = k")
+LENGTH_ON_REWRITE = ("set self.length = start_pos + T also when start_pos goes back: what was stored after the "
+                     "rewritten positions is no longer part of the sequence")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -50,27 +57,56 @@ def _flag(t):
     return values[0] if values else -1
 
 
+def _text(message: str, limit: int = 600) -> torch.Tensor:
+    """A message as bytes in a tensor (only tensors cross from the student's side to the judge)."""
+    return torch.tensor(list(message.encode("utf-8", "replace")[:limit]), dtype=torch.uint8)
+
+
+def _untext(t) -> str:
+    return bytes(_ints(t)).decode("utf-8", "replace") if isinstance(t, torch.Tensor) else ""
+
+
 def _chunks(seed, B, n_kv_head, D, lengths):
     gen = seeded(seed)
     return [(randn(gen, B, n_kv_head, T, D), randn(gen, B, n_kv_head, T, D)) for T in lengths]
 
 
+def _script(seed, B, n_kv_head, capacity, D, lengths):
+    """The updates the check makes, in order: (what, start_pos, k, v).
+
+    The sequence of ``lengths`` from position 0, one update that does not fit, then a new sequence at
+    start_pos=0 (two positions), a continuation at 2, a rewrite at 1 (length goes back to 2) and a gap at 3."""
+    stored = sum(lengths)
+    if stored > capacity or capacity < 4:
+        raise ValueError(f"ex4.kv_cache: lengths {list(lengths)} must fit in capacity={capacity} >= 4")
+    ops, start = [], 0
+    for i, (k, v) in enumerate(_chunks(seed, B, n_kv_head, D, lengths)):
+        ops.append((f"update number {i + 1} of the first sequence", start, k, v))
+        start += k.shape[2]
+    extra = torch.zeros(B, n_kv_head, capacity - stored + 1, D)  # one position more than fits
+    ops.append(("an update beyond the capacity", stored, extra, extra.clone()))
+    (k0, v0), (k1, v1), (k2, v2), (k3, v3) = _chunks(seed + 1, B, n_kv_head, D, (2, 1, 1, 1))
+    ops += [("a new sequence at start_pos=0", 0, k0, v0), ("its continuation at start_pos=2", 2, k1, v1),
+            ("a rewrite of position 1", 1, k2, v2), ("an update that leaves a gap", 3, k3, v3)]
+    return ops
+
+
 def _buffers(cache):
     bufs = []
-    for name in ("k_cache", "v_cache"):
+    for name in ("k", "v"):
         buf = getattr(cache, name, None)
         if not isinstance(buf, torch.Tensor):
             raise StudentError(f"your KVCache has no tensor attribute `{name}`: allocate it in __init__ with shape "
-                               "(batch_size, n_kv_head, max_len, head_dim).")
+                               f"(batch_size, n_kv_head, capacity, head_dim), register_buffer(\"{name}\", ...).")
         bufs.append(buf)
     return bufs
 
 
-def _pos(cache):
-    if not hasattr(cache, "pos"):
-        raise StudentError("your KVCache has no attribute `pos` (the number of positions stored): set self.pos = 0 "
-                           "in __init__ and advance it in update.")
-    return int(cache.pos)
+def _length(cache):
+    if not hasattr(cache, "length"):
+        raise StudentError("your KVCache has no attribute `length` (the number of positions stored): set "
+                           "self.length = 0 in __init__ and self.length = start_pos + T in update.")
+    return int(cache.length)
 
 
 def _shares(t, buf):
@@ -84,145 +120,150 @@ def _pair(result, what):
     return result
 
 
-@register("ex4.kv_cache", "KVCache: a preallocated cache that grows without reallocation",
+@register("ex4.kv_cache", "KVCache: a preallocated cache written at explicit positions",
           where="the `KVCache` cell (part 1)")
 class Cache:
     @staticmethod
-    def run(student, seed=0, B=2, n_kv_head=2, max_len=7, D=4, lengths=(3, 1, 1, 2)):
-        KVCache = student.get("KVCache", "(batch_size, n_kv_head, max_len, head_dim)")
-        cache = call(KVCache, B, n_kv_head, max_len, D)
+    def run(student, seed=0, B=2, n_kv_head=2, capacity=7, D=4, lengths=(3, 1, 1, 2)):
+        KVCache = student.get("KVCache", "(batch_size, n_kv_head, capacity, head_dim)")
+        cache = call(KVCache, B, n_kv_head, capacity, D)
         k_buf, v_buf = _buffers(cache)
-        out = {"k_shape": torch.tensor(k_buf.shape), "v_shape": torch.tensor(v_buf.shape)}
-        first = [k_buf.data_ptr(), v_buf.data_ptr()]
-        ptrs, positions, views = [first], [_pos(cache)], []
-        stored = 0
-        for i, (k, v) in enumerate(_chunks(seed, B, n_kv_head, D, lengths)):
+        out = {"k_shape": torch.tensor(k_buf.shape), "v_shape": torch.tensor(v_buf.shape),
+               "length0": torch.tensor(_length(cache))}
+        reported = getattr(cache, "capacity", None)
+        out["capacity"] = torch.tensor(int(reported) if isinstance(reported, (int, torch.Tensor)) else -1)
+        ptrs, status, lengths_after, views = [[k_buf.data_ptr(), v_buf.data_ptr()]], [], [], []
+        for i, (_, start_pos, k, v) in enumerate(_script(seed, B, n_kv_head, capacity, D, lengths)):
             try:
-                k_all, v_all = _pair(call(cache.update, k.clone(), v.clone()), "update(k, v)")
+                k_all, v_all = _pair(call(cache.update, k.clone(), v.clone(), start_pos),
+                                     f"update(k, v, start_pos={start_pos})")
+                status.append(0)
+                out[f"k{i}"], out[f"v{i}"] = k_all.clone(), v_all.clone()  # views: later writes would change them
             except StudentError:
                 raise
-            except Exception as err:  # explain the failure with what the cache did before it
-                extra = ""
-                if isinstance(err, ValueError) and stored + k.shape[2] <= max_len:
-                    extra = (f" The cache was not full: a cache of max_len={max_len} positions must accept exactly "
-                             f"max_len positions (check pos + T > max_len).")
-                if ptrs[-1] != first:
-                    extra += " Note: " + REALLOCATED + "."
-                said = str(err).rstrip(".")
-                raise StudentError(f"update number {i + 1} (T={k.shape[2]}, with {stored} positions stored, "
-                                   f"max_len={max_len}) raised {type(err).__name__}: {said}.{extra}") from err
-            stored += k.shape[2]
+            except Exception as err:  # noqa: BLE001 - recorded, and judged against the reference's behaviour
+                status.append(1 if isinstance(err, ValueError) else 2)
+                out[f"error{i}"] = _text(f"{type(err).__name__}: {err}")
+                k_all = v_all = None
             k_buf, v_buf = _buffers(cache)
             ptrs.append([k_buf.data_ptr(), v_buf.data_ptr()])
-            positions.append(_pos(cache))
-            views.append([_shares(k_all, k_buf), _shares(v_all, v_buf)])
-            out[f"k_all{i}"], out[f"v_all{i}"] = k_all.clone(), v_all.clone()  # views: later writes would change them
-        overflow = max_len - stored + 1  # one position more than fits
-        extra_k = torch.zeros(B, n_kv_head, overflow, D)
-        try:
-            cache.update(extra_k, extra_k.clone())
-            raised = 0
-        except ValueError:
-            raised = 1
-        except Exception:  # noqa: BLE001 - reported as "not a ValueError"
-            raised = 2
-        call(cache.reset)
-        k_buf, v_buf = _buffers(cache)
-        out["pos_reset"] = torch.tensor(_pos(cache))
-        ptrs.append([k_buf.data_ptr(), v_buf.data_ptr()])
-        (k_new, v_new), = _chunks(seed + 1, B, n_kv_head, D, (2,))
-        out["k_reset"], out["v_reset"] = _pair(call(cache.update, k_new.clone(), v_new.clone()), "update(k, v)")
-        out["ptrs"] = torch.tensor(ptrs, dtype=torch.int64)  # data_ptr of (k_cache, v_cache): start, updates, reset
-        out["positions"] = torch.tensor(positions)
+            lengths_after.append(_length(cache))
+            views.append(int(k_all is None or (_shares(k_all, k_buf) and _shares(v_all, v_buf))))
+        out["ptrs"] = torch.tensor(ptrs, dtype=torch.int64)  # data_ptr of (k, v): after __init__, after each update
+        out["status"] = torch.tensor(status)  # 0 returned, 1 ValueError, 2 another exception
+        out["lengths"] = torch.tensor(lengths_after)
         out["views"] = torch.tensor(views)
-        out["overflow"] = torch.tensor(raised)
         return out
 
     @staticmethod
-    def judge(got, seed=0, B=2, n_kv_head=2, max_len=7, D=4, lengths=(3, 1, 1, 2)):
-        keys = ["k_shape", "v_shape", "pos_reset", "k_reset", "v_reset", "ptrs", "positions", "views", "overflow"]
-        keys += [f"{kv}_all{i}" for i in range(len(lengths)) for kv in "kv"]
-        missing = expect_keys(got, keys)
+    def judge(got, seed=0, B=2, n_kv_head=2, capacity=7, D=4, lengths=(3, 1, 1, 2)):
+        script = _script(seed, B, n_kv_head, capacity, D, lengths)
+        missing = expect_keys(got, ["k_shape", "v_shape", "length0", "capacity", "ptrs", "status", "lengths", "views"])
         if missing:
             return missing
         problems = []
-        shape = [B, n_kv_head, max_len, D]
+        shape = [B, n_kv_head, capacity, D]
         for name in ("k", "v"):
             if _ints(got[f"{name}_shape"]) != shape:
                 problems.append(
-                    f"{name}_cache has shape {tuple(_ints(got[f'{name}_shape']))} right after __init__, expected "
-                    f"(batch_size, n_kv_head, max_len, head_dim) = {tuple(shape)}: allocate the whole buffer once, "
+                    f"{name} has shape {tuple(_ints(got[f'{name}_shape']))} right after __init__, expected "
+                    f"(batch_size, n_kv_head, capacity, head_dim) = {tuple(shape)}: allocate the whole buffer once, "
                     "in __init__ (torch.zeros), so that decoding never allocates")
-        want_pos = [0] + [sum(lengths[:i + 1]) for i in range(len(lengths))]
-        got_pos = _ints(got["positions"])
-        if got_pos != want_pos:
-            if len(set(got_pos)) == 1:
-                problems.append(f"pos does not advance: it stayed {got_pos[0]} through updates of T={list(lengths)} "
-                                "new positions; add T to self.pos in update")
-            else:
-                problems.append(f"after updates of T={list(lengths)} new positions, pos was {got_pos}, expected "
-                                f"{want_pos} (pos counts the positions stored)")
-        chunks = _chunks(seed, B, n_kv_head, D, lengths)
-        for i in range(len(lengths)):
-            for j, name in enumerate(("k", "v")):
-                want = torch.cat([c[j] for c in chunks[:i + 1]], dim=2)  # everything stored so far, in order
-                problem = mismatch(got[f"{name}_all{i}"], want,
-                                   f"the {name}_all returned by update number {i + 1}", atol=0)
-                if problem:
-                    problems.append(problem + f" (it should hold the {want.shape[2]} positions stored so far, in "
-                                              "the order they were added)")
-                    break
-            else:
-                continue
-            break
+        if _flag(got["capacity"]) != capacity:
+            problems.append(f"capacity is {_flag(got['capacity'])}, expected {capacity}: it is the number of positions "
+                            "the buffers hold, self.k.shape[2]")
+        if _flag(got["length0"]) != 0:
+            problems.append(f"a new cache has length {_flag(got['length0'])}; it must start empty, self.length = 0")
+        status, lengths_after, views = _ints(got["status"]), _ints(got["lengths"]), _ints(got["views"])
         ptrs = got["ptrs"]
-        n_updates = len(lengths)
-        if ptrs.dim() != 2 or ptrs.shape[1] != 2:
-            return problems + ["the check's record of buffer addresses is malformed (did your code stop it early?)"]
-        if ptrs.shape[0] >= n_updates + 2 and not torch.equal(ptrs[1:n_updates + 1], ptrs[:1].expand(n_updates, 2)):
-            problems.append(REALLOCATED)
-        views = got["views"]
-        if views.numel() and not bool(views.all()):
-            problems.append("update returned a copy, not a view of the cache buffer: return "
-                            "self.k_cache[:, :, :self.pos] (slicing makes a view; .clone() or torch.cat copy, which "
-                            "costs memory and time at every step)")
-        raised = _flag(got["overflow"])
-        if raised == 0:
-            problems.append(f"an update beyond max_len={max_len} positions raised no error: check pos + T > max_len "
-                            "in update and raise ValueError saying that the cache is full")
-        elif raised == 2:
-            problems.append(f"an update beyond max_len={max_len} positions raised an exception other than ValueError "
-                            "(probably PyTorch's own shape error): check pos + T > max_len yourself, before writing, "
-                            "and raise ValueError with a message that says the cache is full")
-        if _flag(got["pos_reset"]) != 0:
-            problems.append(f"reset() did not set pos back to 0 (it is {_flag(got['pos_reset'])})")
-        if ptrs.shape[0] >= n_updates + 2 and not torch.equal(ptrs[-1], ptrs[-2]):  # reset itself moved them
-            problems.append("reset() allocated new buffers (the data_ptr of k_cache/v_cache changed): keep the memory "
-                            "and only set pos = 0; the old entries are simply overwritten")
-        (k_new, v_new), = _chunks(seed + 1, B, n_kv_head, D, (2,))
-        for name, want in (("k", k_new), ("v", v_new)):
-            problem = mismatch(got[f"{name}_reset"], want, f"the {name}_all returned by the first update after reset()",
-                               atol=0)
+        n = len(status)
+        if ptrs.dim() != 2 or ptrs.shape != (n + 1, 2) or len(lengths_after) != n or len(views) != n:
+            return problems + ["the check's record of the updates is malformed (did your code stop it early?)"]
+        moved = [i for i in range(n) if not torch.equal(ptrs[i + 1], ptrs[i])]
+        if moved:
+            restarts = all(script[i][1] == 0 for i in moved) and any(script[i][1] == 0 and i > 0 for i in moved)
+            problems.append(RESTART_REALLOCATED if restarts and len(moved) < n else REALLOCATED)
+        if not all(views):
+            problems.append("update returned a copy, not a view of the cache buffer: return self.k[:, :, :length] "
+                            "(slicing makes a view; .clone() or torch.cat copy, which costs memory and time at every "
+                            "step)")
+        problem = _first_wrong_update(got, script, status, lengths_after, capacity)
+        return problems + ([problem] if problem else [])
+
+
+def _first_wrong_update(got, script, status, lengths_after, capacity):
+    """The first update whose outcome differs from the package's cache given the same calls, explained."""
+    reference = ReferenceKVCache(*script[0][2].shape[:2], capacity, script[0][2].shape[3])
+    before = 0  # the student's length before the update
+    for i, (what, start_pos, k, v) in enumerate(script):
+        T = k.shape[2]
+        call_text = f"{what}, update(k, v, start_pos={start_pos}) with T={T}"
+        try:
+            want_k, want_v = reference.update(k, v, start_pos)
+            want_error = None
+        except ValueError as err:
+            want_error = str(err)
+        state = f"(length {before} before, capacity={capacity})"
+        if want_error is not None:
+            if status[i] == 0 and start_pos > before:
+                gap = (f"position {before} was" if start_pos == before + 1
+                       else f"positions {before} .. {start_pos - 1} were")
+                return (f"{call_text} {state} raised no error: {gap} never stored; raise ValueError when "
+                        "start_pos > length")
+            if status[i] == 0:
+                return (f"{call_text} {state} raised no error: check start_pos + T > capacity in update and raise "
+                        "ValueError saying that the cache is full")
+            if status[i] == 2:
+                said = _untext(got.get(f"error{i}")).split(":")[0] or "an exception"
+                return (f"{call_text} {state} raised an exception other than ValueError ({said}, probably PyTorch's "
+                        "own shape error): check start_pos + T > capacity (and start_pos > length) yourself, before "
+                        "writing, and raise ValueError with a message that says what happened")
+            before = lengths_after[i]
+            continue
+        if status[i] != 0:
+            said = _untext(got.get(f"error{i}")).rstrip(".")
+            hint = ""
+            if status[i] == 1 and start_pos + T == capacity and start_pos <= before:
+                hint = (f" The cache was not full: a cache of capacity={capacity} positions must accept exactly "
+                        "capacity positions (check start_pos + T > capacity).")
+            elif start_pos < before:
+                hint = f" Likely mistake: {IGNORES_START_POS}."
+            return f"{call_text} {state} raised {said}.{hint}"
+        got_length, want_length = lengths_after[i], start_pos + T
+        if got_length != want_length:
+            if start_pos < before and got_length == before + T:
+                hint = IGNORES_START_POS
+            elif start_pos < before and got_length == max(before, want_length):
+                hint = LENGTH_ON_REWRITE
+            elif got_length == before:
+                hint = "length does not advance: set self.length = start_pos + T in update"
+            else:
+                hint = "length counts the positions stored, 0 .. length - 1: self.length = start_pos + T"
+            return explain(f"after {call_text} {state}, length is {got_length}, expected start_pos + T = "
+                           f"{want_length}", hint)
+        for name, want in (("k", want_k), ("v", want_v)):
+            problem = mismatch(got.get(f"{name}{i}"), want, f"the {name}_all returned by {call_text}", atol=0)
             if problem:
-                problems.append(problem + " (after reset the cache holds only the new positions)")
-                break
-        return problems
+                return problem + (f" (it should hold positions 0 .. {want_length - 1}: what was stored before "
+                                  f"start_pos={start_pos}, then the {T} new ones)")
+        before = got_length
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
 # Part 2: CachedSelfAttention
 # --------------------------------------------------------------------------------------------------
-MAX_LEN = 64  # RoPE table size of the attention under test (positions beyond it are computed anyway)
+CONTEXT_LENGTH = 64  # RoPE table size of the attention under test (positions beyond it are computed anyway)
+RESTART = (2, 1)     # a second sequence, fed after the first at start_pos=0 without removing the cache
+OFFSET = 5           # start_pos of a call without a cache
 
 
 class _GraderCache(ReferenceKVCache):
-    """The package's cache with the interface of the exercise (``pos``) and a clear message on a shape error."""
+    """The package's cache, with clear messages when the attention passes the wrong shapes or position."""
 
-    @property
-    def pos(self) -> int:
-        return self.length
+    expected_start = None  # the start_pos the check gave forward
 
-    def update(self, k, v):
+    def update(self, k, v, start_pos=None):
         B, n_kv_head, _, head_dim = self.k.shape
         for name, t in (("k", k), ("v", v)):
             if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[0] != B or t.shape[1] != n_kv_head \
@@ -232,7 +273,16 @@ class _GraderCache(ReferenceKVCache):
                     f"cache.update got {name} of shape {shown}, but the cache stores (B={B}, n_kv_head={n_kv_head}, "
                     f"T, head_dim={head_dim}): pass the n_kv_head key/value heads, after RoPE and before any repeat "
                     "(a cache of n_head copies would waste exactly the memory GQA saves).")
-        return super().update(k, v)
+        if start_pos is None:
+            raise StudentError("cache.update(k, v) was called without start_pos: pass the position of x's first "
+                               "token, self.cache.update(k, v, start_pos).")
+        if self.expected_start is not None and int(start_pos) != self.expected_start:
+            raise StudentError(
+                f"forward(x, start_pos={self.expected_start}) stored its keys and values at "
+                f"start_pos={int(start_pos)}: "
+                "pass the start_pos that forward was given, self.cache.update(k, v, start_pos) (the cache's length "
+                "is where the last call ended, not where this one starts).")
+        return super().update(k, v, int(start_pos))
 
 
 def _attn_state(seed, n_embd, n_head, n_kv_head):
@@ -245,27 +295,29 @@ def _attn_state(seed, n_embd, n_head, n_kv_head):
             "o_proj.weight": randn(gen, n_embd, n_head * hd, scale=s)}
 
 
-def _attn_input(seed, B, S, n_embd):
-    return randn(seeded(seed + 1000), B, S, n_embd)
+def _attn_input(seed, B, S, n_embd, offset=1000):
+    return randn(seeded(seed + offset), B, S, n_embd)
 
 
 def _manual_steps(state, x, n_head, n_kv_head, lengths, *, positions="absolute", mask="right", keys="all",
-                  rotate_k=True):
-    """What a (possibly wrong) cached attention returns for each chunk of ``lengths``, written out.
+                  rotate_k=True, first=0):
+    """What a (possibly wrong) attention returns for each chunk of ``lengths``, written out; x holds the
+    positions first .. first + S - 1 (without a cache, ``lengths`` is one chunk and ``keys`` is "new").
 
     positions: "absolute" (right) or "restart" (every call rotates its tokens as positions 0..T-1).
     mask: "right" (query at absolute position p sees keys <= p), "top_left" (SDPA's is_causal with a cache:
-        query i sees keys 0..i), "none". keys: "all" (cached + new, right) or "new" (update's result ignored).
+        query i sees keys 0..i), "index" (absolute query positions against key indices 0..S-1), "none".
+    keys: "all" (cached + new, right) or "new" (update's result ignored).
     """
     B, S, C = x.shape
     hd = C // n_head
-    rope = RotaryEmbedding(hd, context_length=MAX_LEN)
+    rope = RotaryEmbedding(hd, context_length=CONTEXT_LENGTH)
     q = (x @ state["q_proj.weight"].T).view(B, S, n_head, hd).transpose(1, 2)
     k = (x @ state["k_proj.weight"].T).view(B, S, n_kv_head, hd).transpose(1, 2)
     v = (x @ state["v_proj.weight"].T).view(B, S, n_kv_head, hd).transpose(1, 2)
     starts = [sum(lengths[:i]) for i in range(len(lengths))]
     if positions == "absolute":
-        pos = torch.arange(S)
+        pos = torch.arange(first, first + S)
     else:
         pos = torch.cat([torch.arange(T) for T in lengths])
     cos, sin = rope(pos)
@@ -276,12 +328,14 @@ def _manual_steps(state, x, n_head, n_kv_head, lengths, *, positions="absolute",
         b = a + T
         lo = a if keys == "new" else 0
         kk, vv = k[:, :, lo:b], v[:, :, lo:b]
-        q_pos = torch.arange(a, b)[:, None]
-        k_pos = torch.arange(lo, b)[None, :]
+        q_pos = torch.arange(first + a, first + b)[:, None]
+        k_pos = torch.arange(first + lo, first + b)[None, :]
         if mask == "right":
             allowed = k_pos <= q_pos
         elif mask == "top_left":
             allowed = torch.ones(T, b - lo, dtype=torch.bool).tril()
+        elif mask == "index":
+            allowed = torch.arange(b - lo)[None, :] <= q_pos
         else:
             allowed = None
         y = F.scaled_dot_product_attention(q[:, :, a:b], kk, vv, attn_mask=allowed, enable_gqa=True)
@@ -294,35 +348,45 @@ def _manual_steps(state, x, n_head, n_kv_head, lengths, *, positions="absolute",
 class Attention:
     @staticmethod
     def run(student, seed=0, B=2, n_embd=32, n_head=4, n_kv_head=2, lengths=(4, 1, 1, 2, 1)):
-        CSA = student.get("CachedSelfAttention", "(n_embd, n_head, n_kv_head, *, max_len=256, rope_base=10000.0)")
-        attn = call(CSA, n_embd, n_head, n_kv_head, max_len=MAX_LEN)
+        CSA = student.get("CachedSelfAttention",
+                          "(n_embd, n_head, n_kv_head, *, context_length=256, rope_base=10000.0)")
+        attn = call(CSA, n_embd, n_head, n_kv_head, context_length=CONTEXT_LENGTH)
         load_weights(attn, _attn_state(seed, n_embd, n_head, n_kv_head), "your CachedSelfAttention")
-        x = _attn_input(seed, B, sum(lengths), n_embd)
+        S = sum(lengths)
+        x, x2 = _attn_input(seed, B, S, n_embd), _attn_input(seed, B, sum(RESTART), n_embd, offset=3000)
+        forward = getattr(attn, "forward", attn)
         out = {}
         with torch.no_grad():
             attn.cache = None
-            out["full"] = call(getattr(attn, "forward", attn), x)
-            attn.cache = _GraderCache(B, n_kv_head, sum(lengths), n_embd // n_head)
-            start = 0
-            for i, T in enumerate(lengths):
-                out[f"step{i}"] = call(getattr(attn, "forward", attn), x[:, start:start + T])
-                start += T
+            out["full"] = call(forward, x)
+            out["offset"] = call(forward, x[:, :3], OFFSET)  # without a cache, at positions OFFSET ..
+            cache = _GraderCache(B, n_kv_head, max(S, sum(RESTART)), n_embd // n_head)
+            attn.cache = cache
+            for key, seq, pieces in (("step", x, lengths), ("restart", x2, RESTART)):
+                start = 0
+                for i, T in enumerate(pieces):
+                    cache.expected_start = start
+                    out[f"{key}{i}"] = call(forward, seq[:, start:start + T], start)
+                    start += T
             attn.cache = None
         return out
 
     @staticmethod
     def judge(got, seed=0, B=2, n_embd=32, n_head=4, n_kv_head=2, lengths=(4, 1, 1, 2, 1)):
-        missing = expect_keys(got, ["full"] + [f"step{i}" for i in range(len(lengths))])
+        missing = expect_keys(got, ["full", "offset"] + [f"step{i}" for i in range(len(lengths))]
+                              + [f"restart{i}" for i in range(len(RESTART))])
         if missing:
             return missing
         state = _attn_state(seed, n_embd, n_head, n_kv_head)
         S = sum(lengths)
-        x = _attn_input(seed, B, S, n_embd)
+        x, x2 = _attn_input(seed, B, S, n_embd), _attn_input(seed, B, sum(RESTART), n_embd, offset=3000)
         reference = MultiHeadAttention(n_embd, n_head, n_kv_head, bias=False, impl="sdpa")
         reference.load_state_dict(state)
-        rope = RotaryEmbedding(n_embd // n_head, context_length=MAX_LEN)
+        rope = RotaryEmbedding(n_embd // n_head, context_length=CONTEXT_LENGTH)
         with torch.no_grad():
             want = reference(x, rope=rope.span(0, S))  # (B, S, C): the uncached outputs at every position
+            want2 = reference(x2, rope=rope.span(0, sum(RESTART)))
+            want_offset = reference(x[:, :3], start_pos=OFFSET, rope=rope.span(OFFSET, OFFSET + 3))
         problem = mismatch(got["full"], want, "without a cache, forward(x) on the whole sequence", atol=ATOL)
         if problem:
             hint = diagnose(got["full"], [
@@ -332,11 +396,22 @@ class Attention:
                  lambda: torch.cat(_manual_steps(state, x, n_head, n_kv_head, (S,), mask="none"), dim=1)),
             ], atol=ATOL)
             return [explain(problem, hint)]
+        problem = mismatch(got["offset"], want_offset, f"without a cache, forward(x, start_pos={OFFSET}) for 3 tokens",
+                           atol=ATOL)
+        if problem:
+            hint = diagnose(got["offset"], [
+                ("the mask compares the queries' absolute positions with key indices 0 .. S-1: without a cache the "
+                 "keys are x's own, at positions start_pos .. start_pos + T - 1, so query i sees keys 0 .. i",
+                 lambda: _manual_steps(state, x[:, :3], n_head, n_kv_head, (3,), mask="index", first=OFFSET)[0]),
+                ("there is no causal mask without a cache",
+                 lambda: _manual_steps(state, x[:, :3], n_head, n_kv_head, (3,), mask="none", first=OFFSET)[0]),
+            ], atol=ATOL)
+            return [explain(problem, hint)]
         wrong = {
             "the positions restart at 0 at every call: the new tokens must be rotated at their absolute positions "
-            "cache.pos, ..., cache.pos + T - 1 (read cache.pos before update)": dict(positions="restart"),
+            "start_pos, ..., start_pos + T - 1 (self.rope.span(start_pos, start_pos + T))": dict(positions="restart"),
             "the causal mask is aligned to the top-left corner (is_causal=True with a cache): query i sees keys "
-            "0..i instead of the keys up to its own position cache.pos + i; build the mask from absolute positions":
+            "0..i instead of the keys up to its own position start_pos + i; build the mask from absolute positions":
                 dict(mask="top_left"),
             "with a cache there is no causal mask: the new tokens of a chunk see each other's future":
                 dict(mask="none"),
@@ -344,17 +419,21 @@ class Attention:
             "which hold every cached position": dict(keys="new"),
             "RoPE is not applied to the keys (apply_rope to both q and k, before caching)": dict(rotate_k=False),
         }
-        start = 0
-        for i, T in enumerate(lengths):
-            problem = mismatch(got[f"step{i}"], want[:, start:start + T],
-                               f"with a cache, call {i + 1} (T={T} new tokens after {start} cached)", atol=ATOL)
-            if problem:
-                hint = diagnose(got[f"step{i}"], [
-                    (h, lambda kw=kw: _manual_steps(state, x, n_head, n_kv_head, lengths, **kw)[i])
-                    for h, kw in wrong.items()
-                ], atol=ATOL)
-                return [explain(problem + " (cached outputs must equal the uncached ones at the same positions)", hint)]
-            start += T
+        for key, seq, pieces, full, what in (("step", x, lengths, want, ""),
+                                             ("restart", x2, RESTART, want2, " of a new sequence, from start_pos=0")):
+            start = 0
+            for i, T in enumerate(pieces):
+                problem = mismatch(got[f"{key}{i}"], full[:, start:start + T],
+                                   f"with a cache, call {i + 1}{what} (T={T} new tokens at start_pos={start})",
+                                   atol=ATOL)
+                if problem:
+                    hint = diagnose(got[f"{key}{i}"], [
+                        (h, lambda kw=kw: _manual_steps(state, seq, n_head, n_kv_head, pieces, **kw)[i])
+                        for h, kw in wrong.items()
+                    ], atol=ATOL)
+                    return [explain(problem + " (cached outputs must equal the uncached ones at the same positions)",
+                                    hint)]
+                start += T
         return []
 
 
@@ -375,7 +454,7 @@ def _lm_state(seed, config):
         shape = tuple(shapes[name].shape)
         if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name.endswith("norm_f.weight"):
             state[name] = 1 + randn(gen, *shape, scale=0.1)
-        elif name == "embed.tok_emb.weight":
+        elif name == "tok_emb.weight":
             state[name] = randn(gen, *shape)
         else:
             state[name] = randn(gen, *shape, scale=1 / math.sqrt(shape[1]))
@@ -392,33 +471,46 @@ class _GradedLM(TransformerLM):
 
     def __init__(self, config):
         super().__init__(config)
-        self.calls = []  # (tokens fed, cached positions before the call or -1 without a cache)
-        self.fresh, self.use_cache = True, True
+        self.calls = []  # (tokens fed, start_pos)
+        self.fresh, self.use_cache, self.next_pos, self.step = True, True, 0, 0
 
-    def forward(self, idx):
+    def forward(self, idx, start_pos=0):
         cached = self.cache_length
         T = idx.shape[1] if isinstance(idx, torch.Tensor) and idx.dim() == 2 else -1
+        start_pos = int(start_pos)
         first, self.fresh = self.fresh, False
-        self.calls.append((T, -1 if cached is None else cached))
+        self.step = 0 if first else self.step + 1
+        self.calls.append((T, start_pos))
         if not self.use_cache and cached is not None:
             raise StudentError(
                 "generate(..., use_cache=False) ran the model with a KV cache still set up from an earlier call: "
                 "with use_cache=True, remove the cache when generation ends (model.remove_cache(), in a finally: "
                 "block), so that the model is uncached again afterwards.")
+        if not self.use_cache and start_pos != 0:
+            raise StudentError(
+                f"generate(..., use_cache=False) ran the model at start_pos={start_pos}: without the cache every step "
+                "runs the whole sequence, from position 0 (model(idx)).")
         if self.use_cache and cached is None:
             raise StudentError("generate(..., use_cache=True) ran the model without a cache: call "
                                "model.setup_cache(batch_size, max_len) before the first forward.")
-        if self.use_cache and first and cached:
+        if self.use_cache and first and start_pos != 0:
+            earlier = f", the position after the {cached} positions cached from an earlier prompt" if cached else ""
             raise StudentError(
-                f"the cache still held {cached} positions from the previous prompt when generate started: the cache "
-                "was not reset between prompts. Set up a fresh cache (model.setup_cache) or call model.reset_cache() "
-                "at the start of every generate.")
+                f"generate(..., use_cache=True) fed the prompt at start_pos={start_pos}{earlier}: a new prompt starts "
+                "at position 0, model(idx, 0) (it overwrites whatever the cache held).")
         if self.use_cache and not first and T != 1:
             raise StudentError(
                 f"with the cache, a decoding step fed {T} tokens to the model: after the prompt (the prefill), feed "
-                "only the newest token, shape (B, 1); the cache already holds the keys and values of the others "
-                "(feeding the whole sequence again stores every position twice).")
-        return super().forward(idx)
+                "only the newest token, shape (B, 1); the cache already holds the keys and values of the others.")
+        if self.use_cache and not first and start_pos != self.next_pos:
+            raise StudentError(
+                f"with the cache, decoding step {self.step} fed its token at start_pos={start_pos}, but it sits at "
+                f"position {self.next_pos} (the number of tokens before it): pass each new token's position, "
+                "model(next_token, start_pos)" + (" (without start_pos the model writes every token at position 0 "
+                                                 "and forgets the others)" if start_pos == 0 else "") + ".")
+        if self.use_cache:
+            self.next_pos = start_pos + max(T, 0)
+        return super().forward(idx, start_pos)
 
 
 def _call_generate(generate, model, prompt, n, use_cache):
@@ -466,7 +558,7 @@ class Generate:
             problem = _greedy_problem(got[key], prompt, max_new_tokens, reference, what)
             if problem:
                 problems.append(problem)
-        # The prefill feeds the prompt to an empty cache, then every step feeds one token.
+        # The prefill feeds the prompt at position 0, then every step feeds one token at its position.
         calls, counts = got["calls"], _ints(got["n_calls"])
         if not problems and len(counts) == 3 and calls.dim() == 2 and calls.shape[0] == sum(counts):
             for part, (start, n, T) in enumerate(((0, counts[0], prompt_lengths[0]),
@@ -476,8 +568,8 @@ class Generate:
                 if n != max_new_tokens or not torch.equal(fed, want):
                     problems.append(
                         f"with the cache, generate should call the model {max_new_tokens} times: once with the whole "
-                        f"prompt on an empty cache, then with one new token per step; it was called with "
-                        f"(tokens fed, positions cached) = {[tuple(r) for r in fed.tolist()]}")
+                        f"prompt at start_pos=0, then with one new token per step at its position; it was called with "
+                        f"(tokens fed, start_pos) = {[tuple(r) for r in fed.tolist()]}")
                     break
         return problems
 

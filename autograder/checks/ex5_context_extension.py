@@ -8,7 +8,7 @@ Graded names (stated at the top of the notebook):
     bits_per_byte(model, sequences) -> float                  sequences: list of 1-D token tensors
 
 The model is ``transformer_course.pretrained.load("course-llama")`` (RoPE, half layout, head_dim 32,
-trained at 256 tokens). Its RoPE lives in ``model.backbone.rope``: buffers ``inv_freq`` and the cached
+trained at 256 tokens). Its RoPE lives in ``model.rope``: buffers ``inv_freq`` and the cached
 tables ``cos_cached``, ``sin_cached`` (context_length, head_dim); positions past the tables are computed
 from ``inv_freq``. The judge compares logits with the model that ``evaluate.with_rope_scaling`` builds
 (the package's ``rope_inv_freq`` frequencies in the same buffers; the notebook asserts the two agree).
@@ -159,7 +159,7 @@ def _logits_with(model, ids, inv_freq, *, layout="half"):
 
     This is what ``with_rope_scaling`` builds (``RotaryEmbedding`` fills the same buffers with
     ``rope_cos_sin``), without constructing a model per variant: the judge stays fast."""
-    rope = model.backbone.rope
+    rope = model.rope
     saved = rope.inv_freq, rope.cos_cached, rope.sin_cached
     try:
         rope.cos_cached, rope.sin_cached = rope_cos_sin(torch.arange(rope.context_length), inv_freq, layout=layout)
@@ -212,7 +212,7 @@ class ApplyScaling:
                                     if changed else None))
         same = ("the scaled model gives the same logits as the original: its RoPE was not changed where the model "
                 "reads it. Positions below context_length come from the cached tables rope.cos_cached and "
-                "rope.sin_cached, later ones from rope.inv_freq (rope = model.backbone.rope): set all three")
+                "rope.sin_cached, later ones from rope.inv_freq (rope = model.rope): set all three")
         interleaved = ("the cos/sin tables are in the interleaved layout (angles repeated side by side); the model "
                        "pairs coordinate i with i + head_dim/2, so the tables are torch.cat((angles, angles), dim=-1)")
         mistakes = {
