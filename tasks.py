@@ -3,7 +3,8 @@
 
     python3 tasks.py setup                 set up .venv only (the package, JupyterLab, pytest --grade, nbgrader)
     python3 tasks.py book                  set up .venv and build the book into _build/html
-    python3 tasks.py test                  set up .venv and run the whole test suite (pytest arguments may follow)
+    python3 tasks.py test                  set up .venv and run the whole test suite, one test file per core (two at
+                                           most; pytest arguments may follow, e.g. -m "not slow" or -n 0)
     python3 tasks.py bench                 set up .venv and run the benchmarks (model and grading), writing results/*.json
     python3 tasks.py student-edition DIR   write what students receive into DIR (no solutions, no hidden tests)
     python3 tasks.py setup-cells           put the set-up cell first in every chapter and exercise source
@@ -86,7 +87,9 @@ def main(argv: list[str]) -> int:
         print(f"[tasks] ready: `source {BIN / 'activate'}`, then `jupyter lab` or `pytest --grade NOTEBOOK`")
         return 0
     if target == "test":
-        return run(PY, "-m", "pytest", *rest)
+        workers = min(2, os.cpu_count() or 1)  # whole files per worker: each module's fixtures are built once
+        parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+        return run(PY, "-m", "pytest", *parallel, *rest)
     if target == "bench":
         return run(PY, "-m", "transformer_course", "bench", *rest) or run(PY, "-m", "autograder", "bench")
     return run(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *rest)

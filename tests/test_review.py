@@ -420,8 +420,8 @@ def gqa_attention(q, k, v, causal=True):
 ''', ("test_gqa_attention", "test_gqa_module")),
     ("ex2_gqa", "GroupedQueryAttention", '''
 class GroupedQueryAttention(MultiHeadAttention):
-    def __init__(self, d_model, n_head, n_kv_head):
-        super().__init__(d_model, n_head, n_kv_head, bias=False)
+    def __init__(self, n_embd, n_head, n_kv_head):
+        super().__init__(n_embd, n_head, n_kv_head, bias=False)
 ''', ("test_gqa_module",)),
     ("ex2_gqa", "kv_cache_bytes", '''
 from transformer_course import accounting

@@ -6,10 +6,10 @@ Graded names (stated at the top of the notebook):
     gqa_attention(q, k, v, causal=True) -> Tensor
         q (B, n_head, T, head_dim); k, v (B, n_kv_head, T, head_dim) -> (B, n_head, T, head_dim);
         query head h reads key/value head h // (n_head // n_kv_head) (PyTorch SDPA's enable_gqa=True layout)
-    GroupedQueryAttention(d_model, n_head, n_kv_head)
-        causal self-attention module, forward(x) (B, T, d_model) -> (B, T, d_model), no biases;
-        weights q_proj.weight (n_head·head_dim, d_model), k_proj.weight and v_proj.weight
-        (n_kv_head·head_dim, d_model), o_proj.weight (d_model, n_head·head_dim); ValueError when
+    GroupedQueryAttention(n_embd, n_head, n_kv_head)
+        causal self-attention module, forward(x) (B, T, n_embd) -> (B, T, n_embd), no biases;
+        weights q_proj.weight (n_head·head_dim, n_embd), k_proj.weight and v_proj.weight
+        (n_kv_head·head_dim, n_embd), o_proj.weight (n_embd, n_head·head_dim); ValueError when
         n_kv_head does not divide n_head
     kv_cache_bytes(n_layer, n_kv_head, head_dim, seq_len, batch_size, bytes_per_element) -> int
 """
@@ -139,20 +139,20 @@ class GQAAttention:
 # --------------------------------------------------------------------------------------------------
 # Part 3: the GroupedQueryAttention module
 # --------------------------------------------------------------------------------------------------
-def _module_state(seed, d_model, n_head, n_kv_head):
+def _module_state(seed, n_embd, n_head, n_kv_head):
     gen = seeded(seed)
-    head_dim = d_model // n_head
-    scale = 1 / math.sqrt(d_model)  # keeps activations of size ~1 so that differences are visible
+    head_dim = n_embd // n_head
+    scale = 1 / math.sqrt(n_embd)  # keeps activations of size ~1 so that differences are visible
     return {
-        "q_proj.weight": randn(gen, n_head * head_dim, d_model, scale=scale),
-        "k_proj.weight": randn(gen, n_kv_head * head_dim, d_model, scale=scale),
-        "v_proj.weight": randn(gen, n_kv_head * head_dim, d_model, scale=scale),
-        "o_proj.weight": randn(gen, d_model, n_head * head_dim, scale=scale),
+        "q_proj.weight": randn(gen, n_head * head_dim, n_embd, scale=scale),
+        "k_proj.weight": randn(gen, n_kv_head * head_dim, n_embd, scale=scale),
+        "v_proj.weight": randn(gen, n_kv_head * head_dim, n_embd, scale=scale),
+        "o_proj.weight": randn(gen, n_embd, n_head * head_dim, scale=scale),
     }
 
 
-def _module_input(seed, B, T, d_model):
-    return randn(seeded(seed + 1000), B, T, d_model)
+def _module_input(seed, B, T, n_embd):
+    return randn(seeded(seed + 1000), B, T, n_embd)
 
 
 def _not_dividing(n_head):
@@ -174,11 +174,11 @@ def _manual_module(state, x, n_head, n_kv_head, *, order="interleave", causal=Tr
           where="the `GroupedQueryAttention` cell (part 3)")
 class Module:
     @staticmethod
-    def run(student, seed=0, B=2, T=6, d_model=32, n_head=4, n_kv_head=2):
-        GQA = student.get("GroupedQueryAttention", "(d_model, n_head, n_kv_head)")
-        module = call(GQA, d_model, n_head, n_kv_head)
-        state = _module_state(seed, d_model, n_head, n_kv_head)
-        head_dim = d_model // n_head
+    def run(student, seed=0, B=2, T=6, n_embd=32, n_head=4, n_kv_head=2):
+        GQA = student.get("GroupedQueryAttention", "(n_embd, n_head, n_kv_head)")
+        module = call(GQA, n_embd, n_head, n_kv_head)
+        state = _module_state(seed, n_embd, n_head, n_kv_head)
+        head_dim = n_embd // n_head
         for name in ("k_proj", "v_proj"):
             weight = getattr(getattr(module, name, None), "weight", None)
             if isinstance(weight, torch.Tensor) and weight.shape[0] != n_kv_head * head_dim:
@@ -188,10 +188,10 @@ class Module:
                     "heads wide, not n_head (that is the whole point of GQA: fewer key/value heads to cache).")
         load_weights(module, state, "your GroupedQueryAttention")
         with torch.no_grad():
-            out = call(getattr(module, "forward", module), _module_input(seed, B, T, d_model))
+            out = call(getattr(module, "forward", module), _module_input(seed, B, T, n_embd))
         bad = _not_dividing(n_head)
         try:
-            GQA(d_model, n_head, bad)
+            GQA(n_embd, n_head, bad)
             raised = 0
         except ValueError:
             raised = 1
@@ -202,18 +202,18 @@ class Module:
         return {"out": out, "raises": torch.tensor(raised)}
 
     @staticmethod
-    def judge(got, seed=0, B=2, T=6, d_model=32, n_head=4, n_kv_head=2):
+    def judge(got, seed=0, B=2, T=6, n_embd=32, n_head=4, n_kv_head=2):
         missing = expect_keys(got, ["out", "raises"])
         if missing:
             return missing
-        state = _module_state(seed, d_model, n_head, n_kv_head)
-        x = _module_input(seed, B, T, d_model)
-        reference = MultiHeadAttention(d_model, n_head, n_kv_head, bias=False, causal=True, impl="sdpa")
+        state = _module_state(seed, n_embd, n_head, n_kv_head)
+        x = _module_input(seed, B, T, n_embd)
+        reference = MultiHeadAttention(n_embd, n_head, n_kv_head, bias=False, causal=True, impl="sdpa")
         reference.load_state_dict(state)
         with torch.no_grad():
             want = reference(x)
         problems = []
-        problem = mismatch(got["out"], want, f"GroupedQueryAttention({d_model}, {n_head}, {n_kv_head})(x)", atol=ATOL)
+        problem = mismatch(got["out"], want, f"GroupedQueryAttention({n_embd}, {n_head}, {n_kv_head})(x)", atol=ATOL)
         if problem:
             hint = diagnose(got["out"], [
                 (WRONG_ORDER, lambda: _manual_module(state, x, n_head, n_kv_head, order="tile")),
@@ -229,7 +229,7 @@ class Module:
         if raised != 1:
             what = "did not raise a ValueError" if raised == 0 else "raised an exception that is not a ValueError"
             problems.append(
-                f"GroupedQueryAttention({d_model}, n_head={n_head}, n_kv_head={bad}) {what}: n_kv_head must divide "
+                f"GroupedQueryAttention({n_embd}, n_head={n_head}, n_kv_head={bad}) {what}: n_kv_head must divide "
                 "n_head (each key/value head serves n_head // n_kv_head query heads); check it in __init__ and "
                 "raise ValueError with a message that says what to change")
         return problems

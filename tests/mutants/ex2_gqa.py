@@ -42,8 +42,8 @@ MUTANTS = [
     Mutant(
         id="kv-full-width",
         grade_id="gqa_module",
-        old="self.k_proj = nn.Linear(d_model, n_kv_head * self.head_dim, bias=False)",
-        new="self.k_proj = nn.Linear(d_model, n_head * self.head_dim, bias=False)",
+        old="self.k_proj = nn.Linear(n_embd, n_kv_head * self.head_dim, bias=False)",
+        new="self.k_proj = nn.Linear(n_embd, n_head * self.head_dim, bias=False)",
         hint="the key/value projections are n_kv_head heads wide",
     ),
     Mutant(
