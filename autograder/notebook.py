@@ -10,6 +10,7 @@ import ast
 import functools
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -111,8 +112,10 @@ def load_json(path: Path) -> dict:
     if major != 4:
         raise NotebookError(f"{path.name} has notebook format {major!r}; save it with a current JupyterLab (format 4)")
     try:
-        nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
-        nbformat.validate(nb)
+        with warnings.catch_warnings():  # cells without ids (older JupyterLab): valid, and nbgrader adds them
+            warnings.simplefilter("ignore", nbformat.validator.MissingIDFieldWarning)
+            nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+            nbformat.validate(nb)
     except (nbformat.ValidationError, nbformat.reader.NotJSONError, AttributeError, KeyError, TypeError) as err:
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise NotebookError(f"{path.name} is not a valid notebook ({reason}). Open it in JupyterLab and save it "

@@ -567,3 +567,17 @@ def test_finding_is_the_documented_record():
     assert (f.cell, f.line, f.rule, f.message, f.parts) == (3, 2, "monkeypatch", "m", ())
     with pytest.raises(Exception):
         f.cell = 4
+
+
+def test_notebooks_are_read_and_validated_by_nbformat(tmp_path):
+    from autograder.notebook import NotebookError, load_json
+
+    good = json.loads((REPO / "solutions" / "ex2_gqa" / "ex2_gqa.ipynb").read_text())
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(good))
+    assert load_json(path).cells[1].cell_type == "markdown"  # a NotebookNode: attribute access works
+    broken = json.loads(json.dumps(good))
+    broken["cells"][1]["cell_type"] = "spreadsheet"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(NotebookError, match="not a valid notebook.*save it again"):
+        load_json(path)
