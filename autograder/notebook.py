@@ -112,8 +112,10 @@ def load_json(path: Path) -> dict:
     if major != 4:
         raise NotebookError(f"{path.name} has notebook format {major!r}; save it with a current JupyterLab (format 4)")
     try:
-        with warnings.catch_warnings():  # cells without ids (older JupyterLab): valid, and nbgrader adds them
-            warnings.simplefilter("ignore", nbformat.validator.MissingIDFieldWarning)
+        with warnings.catch_warnings():  # cells without ids (older JupyterLab), or with repeated ones (nbformat
+            # renames the copies): valid; the grader finds cells by their nbgrader grade_id, never by cell id
+            warnings.simplefilter("ignore", nbformat.warnings.MissingIDFieldWarning)
+            warnings.simplefilter("ignore", nbformat.warnings.DuplicateCellId)
             nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
             nbformat.validate(nb)
     except (nbformat.ValidationError, nbformat.reader.NotJSONError, AttributeError, KeyError, TypeError) as err:
