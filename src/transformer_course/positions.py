@@ -134,9 +134,9 @@ def rope_inv_freq(
 
     # yarn
     attention_factor = 0.1 * math.log(s) + 1.0 if scaling.attention_factor is None else scaling.attention_factor
-    inv_freq = _inv_freq(head_dim, base, device)  # (head_dim // 2,)
     if scaling.ramp == "hf":
         return _yarn_hf_inv_freq(head_dim, base, s, L, scaling, device), attention_factor
+    inv_freq = _inv_freq(head_dim, base, device)  # (head_dim // 2,)
     rotations = L * inv_freq / (2 * math.pi)  # r_i: turns of pair i over the original context
     gamma = ((rotations - scaling.beta_slow) / (scaling.beta_fast - scaling.beta_slow)).clamp(0.0, 1.0)
     inv_freq = (1 - gamma) * inv_freq / s + gamma * inv_freq
