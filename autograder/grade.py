@@ -5,6 +5,8 @@ in the child can change how they are judged, only what they are.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -13,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -22,9 +24,11 @@ from .checks.base import judge_outputs
 from .notebook import (ASSIGNMENTS, RELEASE, SOLUTIONS, Assignment, NotebookError, grade_id, identify, load_assignment,
                        load_json, nbgrader, source_of)
 from .review import review
+from .runner import CappedStream, execute
 from .sandbox import CHILD_ENV, Limits, run
 
 MAX_EVENTS_BYTES = 4 * 2**20
+GRADING_ENV = {"COURSE_GRADING": "1", "MPLBACKEND": "Agg"}  # the notebooks shorten their experiments when graded
 VISIBLE_ONLY = ("visible tests only: this self-check runs the tests you can see in the notebook; your instructor's "
                 "grading adds hidden tests on other inputs (other seeds, shapes and head counts)")
 
@@ -117,6 +121,16 @@ def build_steps(assignment: Assignment, data: dict) -> Tuple[List[dict], List[st
     return steps, notices
 
 
+def graded_steps(steps: List[dict]) -> List[dict]:
+    """The steps without the notebook's demonstrations: the locked cells between the parts (plots, timings,
+    comparisons) and the code after the last test (the closing experiment). Verdicts never read them."""
+    tests = [i for i, s in enumerate(steps) if s["kind"] == "test"]
+    if not tests:
+        return steps
+    return [s for i, s in enumerate(steps)
+            if s["kind"] == "test" or (i < tests[-1] and not (s.get("locked") and i > tests[0]))]
+
+
 # --------------------------------------------------------------------------------------------------
 # One notebook
 # --------------------------------------------------------------------------------------------------
@@ -205,10 +219,15 @@ def _grade_notebook(path: Path, student: str, assignment: Optional[str], limits:
 
 
 def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits(), threads: int = 0,
-                     source: Path = SOLUTIONS, started: Optional[float] = None) -> NotebookResult:
+                     source: Path = SOLUTIONS, started: Optional[float] = None, *,
+                     sandboxed: bool = True, demonstrations: bool = True) -> NotebookResult:
     """Grade a submission already read (``data``, a notebook as a dict) as ``result.assignment``, filling in
     ``result``: review the student's code, run it sandboxed, judge the outputs here. nbgrader's autograde
-    calls this too (``autograder.nbgrader_engine``), so both paths give the same points."""
+    calls this too (``autograder.nbgrader_engine``), so both paths give the same points.
+
+    ``sandboxed=False`` runs the code in this process, with no limits: only for code as trusted as the
+    grader's own (the course's catalogue of mistakes, graded in seconds by the grader's tests).
+    ``demonstrations=False`` skips what no verdict reads (see ``graded_steps``), for the same tests."""
     started = time.monotonic() if started is None else started
     spec = load_assignment(result.assignment, source)
     result.written_points = sum(spec.written.values())
@@ -218,6 +237,8 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
         result.notices.append(VISIBLE_ONLY)
     steps, notices = build_steps(spec, data)
     result.notices += notices
+    if not demonstrations:
+        steps = graded_steps(steps)
     code = [s for s in steps if s["kind"] == "code"]
     findings = review(result.assignment, [(s["cell"], s["source"]) for s in code if not s.get("locked")],
                       [s["source"] for s in code if s.get("locked")])
@@ -230,19 +251,15 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
         return result
 
     with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
-        job = Path(tmp)
-        (job / "job.json").write_text(json.dumps({
-            "cell_seconds": limits.cell_seconds, "output_bytes": limits.output_bytes, "steps": steps}))
-        outcome = run(job, limits, _child_env(job, threads))
-        events = _events(job)
-        ended = outcome.describe(limits)
-        if ended and not outcome.timed_out and not any(e.get("event") == "check" for e in events):
-            ended += _last_line(job / "console.txt")  # only before a check: then it could show a hidden test's inputs
+        if sandboxed:
+            events, output, ended = _run_sandboxed(Path(tmp), steps, limits, threads)
+        else:
+            events, output, ended = _run_here(steps, limits)
         _cell_notices(result, events, ended)
         result.cell_errors = {e["cell"]: str(e["error"])[:2000] for e in events
                               if e.get("event") == "end" and e.get("error") and isinstance(e.get("cell"), int)}
         checked = {(e.get("grade_id"), e.get("call")): e for e in events if e.get("event") == "checked"}
-        stopped = outcome.describe(limits) or "the notebook stopped before this test ran"
+        stopped = ended or "the notebook stopped before this test ran"
         for gid, part in spec.parts.items():
             pr = PartResult(gid, 0.0, part.points, part.hidden)
             passed = True
@@ -253,7 +270,7 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
                         pr.messages.append(f"FAIL  {call.name}: {stopped}")
                     passed = False
                     continue
-                got, read_error = _outputs(job / "out" / f"{gid}.{i}.safetensors", limits.file_bytes)
+                got, read_error = output(gid, i)
                 error = event.get("error") if isinstance(event.get("error"), str) else None
                 verdict = judge_outputs(call.name, got, error or read_error, call.params)
                 passed &= verdict.passed
@@ -266,6 +283,53 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
             result.parts.append(pr)
     result.seconds = round(time.monotonic() - started, 2)
     return result
+
+
+Output = Callable[[str, int], Tuple[Optional[dict], Optional[str]]]
+
+
+def _run_sandboxed(job: Path, steps: List[dict], limits: Limits, threads: int) -> Tuple[List[dict], Output, str]:
+    """The steps run in a sandboxed child: (its events, a reader of its outputs, how it ended or '')."""
+    (job / "job.json").write_text(json.dumps({
+        "cell_seconds": limits.cell_seconds, "output_bytes": limits.output_bytes, "steps": steps}))
+    outcome = run(job, limits, _child_env(job, threads))
+    events = _events(job)
+    ended = outcome.describe(limits)
+    if ended and not outcome.timed_out and not any(e.get("event") == "check" for e in events):
+        ended += _last_line(job / "console.txt")  # only before a check: then it could show a hidden test's inputs
+    return events, lambda gid, i: _outputs(job / "out" / f"{gid}.{i}.safetensors", limits.file_bytes), ended
+
+
+def _run_here(steps: List[dict], limits: Limits) -> Tuple[List[dict], Output, str]:
+    """The steps run in this process (trusted code only): the same runner, events and outputs in memory."""
+    events: List[dict] = []
+    saved: Dict[Tuple[str, int], dict] = {}
+    stream = CappedStream(io.StringIO(), limits.output_bytes)
+    with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream), _torch_state_kept():
+        execute(steps, 0, lambda **event: events.append(event), lambda gid, i, got: saved.__setitem__((gid, i), got))
+    events.append({"event": "done", "output_bytes": stream.written + stream.dropped, "dropped_bytes": stream.dropped})
+    return events, lambda gid, i: (saved.get((gid, i)), None), ""
+
+
+@contextlib.contextmanager
+def _torch_state_kept():
+    """In-process grading: the child's grading settings for the notebook, and what one notebook may change in
+    torch's global state put back for the next."""
+    import torch
+
+    dtype, grad, threads, rng = torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads(), \
+        torch.random.get_rng_state()
+    environ = dict(os.environ)
+    os.environ.update(GRADING_ENV)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(rng)
 
 
 def refuse(result: NotebookResult, spec: Assignment, why: str) -> None:
@@ -300,8 +364,7 @@ def _child_env(job: Path, threads: int) -> Dict[str, str]:
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("LANG", "C.UTF-8")
     (job / "tmp").mkdir()
-    env.update(COURSE_GRADING="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0",
-               HOME=str(job), TMPDIR=str(job / "tmp"), MPLCONFIGDIR=str(job / "tmp"))
+    env.update(GRADING_ENV, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0", HOME=str(job), TMPDIR=str(job / "tmp"), MPLCONFIGDIR=str(job / "tmp"))
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env

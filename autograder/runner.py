@@ -105,6 +105,65 @@ def drop_privileges(uid: int) -> None:
         raise SystemExit("the runner could not drop root privileges")
 
 
+def execute(steps: list, cell_seconds: int, events, save) -> None:
+    """Run the steps in one fresh namespace, in order, like a kernel; ``events(**event)`` records progress and
+    ``save(grade_id, i, outputs)`` keeps what a check's student half returned (it may raise to refuse them).
+    ``cell_seconds`` 0 sets no alarm (in-process, where the caller's own timeout rules).
+
+    The child process calls this on a submission; the grader's own tests call it in-process on the course's
+    mutants (``autograder.grade.grade_submission(..., sandboxed=False)``), which are trusted code."""
+    from IPython.display import display  # noqa: F401  (notebooks call display() without importing it)
+
+    from autograder.checks import run_student_side
+
+    alarm = _alarm if cell_seconds else (lambda seconds: None)
+    namespace = {"__name__": "__main__", "display": display}
+    for step in steps:
+        cell = step["cell"]
+        if step["kind"] == "code":
+            events(event="start", cell=cell)
+            started = time.monotonic()
+            error = None
+            try:
+                source = python_source(step["source"])
+                namespace["get_ipython"] = GradingShell
+                linecache.cache[f"<cell {cell}>"] = (len(source), None, source.splitlines(True), f"<cell {cell}>")
+                code = compile(source, f"<cell {cell}>", "exec")
+                alarm(cell_seconds)
+                try:
+                    exec(code, namespace)
+                finally:
+                    alarm(0)
+            except CellTimeout:
+                error = f"the cell ran longer than {cell_seconds} s and was interrupted (an infinite loop?)"
+            except SystemExit as err:
+                error = f"the cell called sys.exit({err.code!r}); the grader ignores it and goes on, as a kernel does"
+            except SyntaxError as err:
+                error = f"SyntaxError: {err.msg} (line {err.lineno}: {(err.text or '').strip()})"
+            except BaseException as err:  # noqa: BLE001 (a student's KeyboardInterrupt is an error too)
+                error = error_text(err, cell)
+            events(event="end", cell=cell, error=error, seconds=round(time.monotonic() - started, 3))
+            continue
+        for i, call in enumerate(step["calls"]):
+            events(event="check", cell=cell, grade_id=step["grade_id"], call=i)
+            try:
+                alarm(cell_seconds)
+                try:
+                    got, error = run_student_side(call["name"], namespace, call["params"])
+                finally:
+                    alarm(0)
+            except CellTimeout:
+                got, error = None, f"your code ran longer than {cell_seconds} s in this check and was interrupted"
+            except BaseException as err:  # noqa: BLE001 (sys.exit or KeyboardInterrupt inside a graded function)
+                got, error = None, f"your code raised {type(err).__name__} during the check: {err}"
+            if got is not None:
+                try:
+                    save(step["grade_id"], i, got)
+                except Exception as err:  # over the file-size limit, or tensors safetensors refuses
+                    got, error = None, f"the outputs of your code could not be saved ({err})"
+            events(event="checked", cell=cell, grade_id=step["grade_id"], call=i, error=error)
+
+
 def main(job: Path) -> int:
     spec = json.loads((job / "job.json").read_text())
     (job / "job.json").unlink(missing_ok=True)  # the hidden tests' parameters: not left for student code to read
@@ -123,57 +182,13 @@ def main(job: Path) -> int:
         raise CellTimeout()
 
     signal.signal(signal.SIGALRM, on_alarm)
-    from IPython.display import display  # noqa: F401  (notebooks call display() without importing it)
-
-    namespace = {"__name__": "__main__", "display": display}
     # Imported before student code runs, so that a student cannot shadow the grader's own modules.
-    from autograder.checks import run_student_side
     from safetensors.torch import save_file
 
-    for step in spec["steps"]:
-        cell = step["cell"]
-        if step["kind"] == "code":
-            events(event="start", cell=cell)
-            started = time.monotonic()
-            error = None
-            try:
-                source = python_source(step["source"])
-                namespace["get_ipython"] = GradingShell
-                linecache.cache[f"<cell {cell}>"] = (len(source), None, source.splitlines(True), f"<cell {cell}>")
-                code = compile(source, f"<cell {cell}>", "exec")
-                _alarm(spec["cell_seconds"])
-                try:
-                    exec(code, namespace)
-                finally:
-                    _alarm(0)
-            except CellTimeout:
-                error = f"the cell ran longer than {spec['cell_seconds']} s and was interrupted (an infinite loop?)"
-            except SystemExit as err:
-                error = f"the cell called sys.exit({err.code!r}); the grader ignores it and goes on, as a kernel does"
-            except SyntaxError as err:
-                error = f"SyntaxError: {err.msg} (line {err.lineno}: {(err.text or '').strip()})"
-            except BaseException as err:  # noqa: BLE001 (a student's KeyboardInterrupt is an error too)
-                error = error_text(err, cell)
-            events(event="end", cell=cell, error=error, seconds=round(time.monotonic() - started, 3))
-            continue
-        for i, call in enumerate(step["calls"]):
-            events(event="check", cell=cell, grade_id=step["grade_id"], call=i)
-            try:
-                _alarm(spec["cell_seconds"])
-                try:
-                    got, error = run_student_side(call["name"], namespace, call["params"])
-                finally:
-                    _alarm(0)
-            except CellTimeout:
-                got, error = None, f"your code ran longer than {spec['cell_seconds']} s in this check and was interrupted"
-            except BaseException as err:  # noqa: BLE001 (sys.exit or KeyboardInterrupt inside a graded function)
-                got, error = None, f"your code raised {type(err).__name__} during the check: {err}"
-            if got is not None:
-                try:
-                    save_file(got, str(out / f"{step['grade_id']}.{i}.safetensors"))
-                except Exception as err:  # over the file-size limit, or tensors safetensors refuses
-                    got, error = None, f"the outputs of your code could not be saved ({err})"
-            events(event="checked", cell=cell, grade_id=step["grade_id"], call=i, error=error)
+    def save(grade_id: str, i: int, got: dict) -> None:
+        save_file(got, str(out / f"{grade_id}.{i}.safetensors"))
+
+    execute(spec["steps"], spec["cell_seconds"], events, save)
     events(event="done", output_bytes=stream.written + stream.dropped, dropped_bytes=stream.dropped)
     os._exit(0)  # skip interpreter teardown: student objects' __del__ must not change the exit status
 

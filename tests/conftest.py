@@ -3,6 +3,8 @@
 ``variant``: a test that takes it runs once per small model configuration of ``VARIANTS`` (unless it
 parametrizes ``variant`` itself with a subset); ``config_of(name, **overrides)`` builds that ModelConfig.
 """
+import os
+
 import pytest
 import torch
 
@@ -44,10 +46,23 @@ def _seed():
     torch.manual_seed(0)
 
 
+SPREAD = {"test_mutants.py"}  # files of independent, seconds-long tests: spread over the workers one by one
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    """Under ``-n N --dist loadgroup`` (``tasks.py test``) every other file's tests stay together on one
+    worker, so that its module fixtures (a graded batch, a built site) are built once; no CUDA, no CUDA test."""
+    for item in items:
+        if item.path.name not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine); run on a GPU machine to include it")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # two workers on two cores: threads of one would wait on the other's

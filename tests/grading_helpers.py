@@ -146,3 +146,15 @@ def leaks(root: Path, blocks: list, markers_in: tuple = (".html", ".ipynb", ".md
 
 __all__ = ["ASSIGNMENTS", "REPO", "tool_env", "solution", "release", "mutate", "insert_after", "write", "by_student",
            "index_of", "answer_cells", "graded_test_cells", "code_cell", "hidden_blocks", "leaks", "page_text", "MARKERS", "run_nbgrader"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The fast tier: grading in this process (trusted code only: the solutions, the catalogue's mutants)
+# --------------------------------------------------------------------------------------------------
+def grade_here(assignment: str, nb: dict, *, everything: bool = False):
+    """Grade ``nb`` as ``assignment`` with the hidden tests, in this process (no sandbox, no limits): the
+    same checks and verdicts as ``python -m autograder grade``, in about a second a notebook. The
+    demonstrations run too with ``everything`` (``autograder.grade.graded_steps`` says what they are)."""
+    from autograder.grade import NotebookResult, grade_submission
+
+    return grade_submission(nb, NotebookResult("-", assignment, ""), sandboxed=False, demonstrations=everything)

@@ -16,9 +16,24 @@ with the same parameters, so they give the same verdicts.
 
 ``params`` are the keyword literals of the test cell, e.g. ``check("ex1.attention", globals(), seed=3)``:
 visible tests use one set, hidden tests others (other seeds, odd shapes), never other code.
+
+A check is declared once, in its registration: its parameters with their defaults and the names of its
+outputs. Both halves then receive the same ``Params`` (defaults filled in, unknown names refused) and build
+their seeded inputs from it with the same function; the judge only runs once every declared output is there::
+
+    @register("ex3.apply_rope", "apply_rope in the half layout", where="the `apply_rope` cell (part 2)",
+              params=dict(seed=0, T=5, D=8, base=10000.0), outputs=("from_zero", "x_after"))
+    class ApplyRope:
+        def run(student, p): ...      # -> {"from_zero": ..., "x_after": ...}
+        def judge(got, p): ...        # -> [problem, ...]
+
+A part that uses an earlier part's function is judged on its own: ``run`` calls it a second time with the
+reference version in the student's namespace (``with student.substitute(repeat_kv=reference)``), and the
+judge passes the part when that run is right, with a ``Note`` that says which earlier part to fix first.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -40,6 +55,10 @@ class CheckFailed(AssertionError):
     """Raised in the notebook when a check fails; the message is the full explanation."""
 
 
+class Note(str):
+    """A line of a judge's answer that is not a problem: the part passes, and the student reads it."""
+
+
 @dataclass(frozen=True)
 class Check:
     name: str                       # "ex1.attention": exercise prefix, dot, part
@@ -52,13 +71,46 @@ class Check:
 REGISTRY: Dict[str, Check] = {}
 
 
-def register(name: str, title: str, where: str = "") -> Callable:
-    """Class decorator: the class has static methods ``run`` and ``judge``; one instance is registered."""
+class Params(dict):
+    """A check's parameters, defaults filled in: ``p.seed`` or ``p["seed"]``."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def register(name: str, title: str, where: str = "", *, params: Optional[Mapping] = None,
+             outputs: Sequence[str] = ()) -> Callable:
+    """Class decorator: the class has static methods ``run`` and ``judge``; one instance is registered.
+
+    With ``params`` (the check's parameters and their defaults, declared once) the two halves are called as
+    ``run(student, p)`` and ``judge(got, p)`` with one ``Params``; a parameter not declared is an error, and
+    the judge sees ``got`` only when it holds every name in ``outputs``."""
 
     def wrap(cls):
         if name in REGISTRY:
             raise ValueError(f"check {name!r} is registered twice")
-        REGISTRY[name] = Check(name, title, cls.run, cls.judge, where)
+        if params is None:
+            REGISTRY[name] = Check(name, title, cls.run, cls.judge, where)
+            return cls
+        defaults = dict(params)
+
+        def bind(given: Mapping) -> Params:
+            unknown = sorted(set(given) - set(defaults))
+            if unknown:
+                raise TypeError(f"{name} has no parameter {', '.join(unknown)} (it has {', '.join(defaults)})")
+            return Params(defaults, **given)
+
+        def run(student, **given):
+            return cls.run(student, bind(given))
+
+        def judge(got, **given):
+            return expect_keys(got, outputs) or cls.judge(got, bind(given))
+
+        REGISTRY[name] = Check(name, title, run, judge, where)
+        cls.params = defaults
         return cls
 
     return wrap
@@ -84,6 +136,23 @@ class Student:
         if not callable(obj):
             raise StudentError(f"{shown} should be a function or class, but it is a {type(obj).__name__}.")
         return obj
+
+    @contextlib.contextmanager
+    def substitute(self, **references: Callable):
+        """The student's names ``references`` replaced by the grader's reference versions for the duration:
+        a function the student's code calls by name (``repeat_kv`` inside ``gqa_attention``) is then the
+        reference one, so a part is judged on its own code. Names the student did not define stay undefined
+        afterwards."""
+        saved = {name: self.namespace[name] for name in references if name in self.namespace}
+        self.namespace.update(references)
+        try:
+            yield
+        finally:
+            for name in references:
+                if name in saved:
+                    self.namespace[name] = saved[name]
+                else:
+                    self.namespace.pop(name, None)
 
 
 def call(fn: Callable, *args, **kwargs):
@@ -178,6 +247,27 @@ def diagnose(got: Tensor, mistakes: Sequence[Tuple[str, Callable[[], Tensor]]], 
     return None
 
 
+def on_its_own(problems: Problems, alone: Problems, part: str, dependency: str) -> Problems:
+    """The verdict of a part that uses an earlier part's function: ``problems`` with the student's version of
+    it, ``alone`` with the reference version substituted (``Student.substitute``). The part passes when it is
+    right on its own; a note then says which earlier part to fix."""
+    if alone or not problems:
+        return alone or problems
+    return [Note(f"{part} is right with the reference {dependency}, not with yours: fix {dependency} first "
+                 "(its own part fails); this part keeps its points")]
+
+
+def randomness(first: Tensor, second: Tensor, what: str) -> Optional[str]:
+    """A problem when two identical calls gave different outputs (dropout or sampling left on), else None:
+    checked before any other diagnosis, since every comparison of a noisy output is noise."""
+    if isinstance(first, Tensor) and isinstance(second, Tensor) and first.shape == second.shape \
+            and first.dtype.is_floating_point and not torch.equal(first, second):
+        return (f"{what} gave different outputs for the same input twice: something random runs in evaluation "
+                "mode (dropout not switched off by model.eval(), torch.rand in forward, a sampled choice); "
+                "in eval mode the output must be deterministic")
+    return None
+
+
 def compare(got: object, want: Tensor, what: str, mistakes: Sequence[Tuple[str, Callable[[], Tensor]]], *,
             atol: float, rtol: float = 0.0) -> Problems:
     """[] when ``got`` matches ``want``, else one problem naming the likely mistake."""
@@ -204,12 +294,13 @@ class Verdict:
     name: str
     passed: bool
     problems: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
     def message(self) -> str:
         check = REGISTRY.get(self.name)
         title = check.title if check else self.name
         if self.passed:
-            return f"PASS  {title}"
+            return "\n".join([f"PASS  {title}"] + [f"  note: {n}" for n in self.notes])
         lines = [f"FAIL  {title}"] + [f"  - {p}" for p in self.problems]
         if check and check.where:
             lines.append(f"  Where to look: {check.where}")
@@ -222,11 +313,12 @@ def judge_outputs(name: str, got: Optional[Outputs], error: Optional[str], param
     if error is not None:
         return Verdict(name, False, [error])
     try:
-        problems = list(check.judge(dict(got or {}), **params))
+        answer = list(check.judge(dict(got or {}), **params))
     except Exception as err:  # malformed outputs must fail the check, never crash the grader
-        problems = [f"the outputs could not be judged ({type(err).__name__}: {err}); "
-                    "check what your function returns (type, shape, dtype)"]
-    return Verdict(name, not problems, problems)
+        answer = [f"the outputs could not be judged ({type(err).__name__}: {err}); "
+                  "check what your function returns (type, shape, dtype)"]
+    problems = [str(p) for p in answer if not isinstance(p, Note)]
+    return Verdict(name, not problems, problems, [str(p) for p in answer if isinstance(p, Note)])
 
 
 def describe_error(err: BaseException) -> str:
