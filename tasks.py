@@ -6,6 +6,8 @@
     python3 tasks.py test                  set up .venv and run the whole test suite, one test file per core (two at
                                            most; pytest arguments may follow, e.g. -m "not slow" or -n 0)
     python3 tasks.py bench                 set up .venv and run the benchmarks (model and grading), writing results/*.json
+    python3 tasks.py catalogue [EX ...]    grade the catalogue of student mistakes (tests/mutants/) and print how many
+                                           each part catches, names and only locates
     python3 tasks.py student-edition DIR   write what students receive into DIR (no solutions, no hidden tests)
     python3 tasks.py setup-cells           put the set-up cell first in every chapter and exercise source
 
@@ -28,8 +30,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STUDENT_EDITION = not (ROOT / "tests").is_dir()
 EXTRAS = "student" if STUDENT_EDITION else "dev"
-TARGETS = ("setup", "book", "test", "bench", "student-edition", "setup-cells")
-INSTRUCTOR_ONLY = ("book", "test", "bench", "student-edition", "setup-cells")
+TARGETS = ("setup", "book", "test", "bench", "catalogue", "student-edition", "setup-cells")
+INSTRUCTOR_ONLY = ("book", "test", "bench", "catalogue", "student-edition", "setup-cells")
 
 
 def _stamp() -> str:
@@ -90,6 +92,8 @@ def main(argv: list[str]) -> int:
         workers = min(2, os.cpu_count() or 1)  # whole files per worker (tests/conftest.py groups them)
         parallel = ["-n", str(workers), "--dist", "loadgroup"] if workers > 1 else []
         return run(PY, "-m", "pytest", *parallel, *rest)
+    if target == "catalogue":
+        return run(PY, "-m", "tests.mutants", *rest)
     if target == "bench":
         return run(PY, "-m", "transformer_course", "bench", *rest) or run(PY, "-m", "autograder", "bench")
     return run(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *rest)

@@ -1,6 +1,8 @@
 """The package's shape: modules in layers without import cycles, the documented keys are the real ones."""
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,12 @@ def test_encoder_decoder_keys_follow_the_docstring():
     for key in ("encoder_blocks.0.attn.q_proj.weight", "encoder_norm.weight", "blocks.0.cross_attn.k_proj.weight",
                 "blocks.0.norm_cross.weight", "norm_f.weight", "tok_emb.weight", "pos_emb.weight"):
         assert key in keys, key
+
+
+def test_the_pytest_plugin_and_the_grader_package_import_no_torch():
+    """pytest loads the grader's plugin on every run (an entry point): it, ``import autograder`` and nbgrader's
+    configuration must stay light; the checks and torch load when a notebook is graded."""
+    code = ("import sys, autograder, autograder.pytest_plugin, autograder.nbgrader_setup; "
+            "print(sorted(m for m in ('torch', 'autograder.checks', 'transformer_course') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -201,9 +201,17 @@ def test_passkey_sample_layout(n_tokens, depth):
     assert text.startswith(PASSKEY_INTRO) and text.endswith(PASSKEY_QUESTION)
     assert text.count(s.answer) == 2, "the key appears only in its line"
     filler = text[len(PASSKEY_INTRO):-len(PASSKEY_QUESTION)].replace(text[s.key_offset:].split("\n")[0] + "\n", "")
-    assert (PASSKEY_FILLER * (len(filler) // len(PASSKEY_FILLER) + 1)).startswith(filler), "filler is repeated text"
+    sentences = filler.rstrip(" ")
+    assert len(filler) - len(sentences) < max(len(x) for x in re.findall(r"[^.]*\.\s", PASSKEY_FILLER)), \
+        "the padding is shorter than any sentence"
+    assert (PASSKEY_FILLER * (len(filler) // len(PASSKEY_FILLER) + 1)).startswith(sentences), "filler is repeated text"
+    assert not sentences or sentences.endswith((".", ".\n")), "the filler ends with a whole sentence"
     before = s.key_offset - len(PASSKEY_INTRO)
-    assert before == round(depth * len(filler)), f"key after {before} of {len(filler)} filler bytes at depth {depth}"
+    assert before in (0, len(filler)) or filler[before - 2:before] in (". ", ".\n"), \
+        "the key line starts at a sentence boundary"
+    bounds = [0, len(filler)] + [m.end() for m in re.finditer(r"\.\s", filler)]
+    assert abs(before - depth * len(filler)) == min(abs(b - depth * len(filler)) for b in bounds), \
+        f"key after {before} of {len(filler)} filler bytes: not the boundary nearest depth {depth}"
 
 
 def test_passkey_depth_zero_and_one_are_the_ends():

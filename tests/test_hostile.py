@@ -205,6 +205,12 @@ def nbgrader_attacks() -> dict:
             "ipython_hook": _after_first_answer(sol, "get_ipython().events.register('post_run_cell', lambda r: None)")}
 
 
+# The command's corpus above is graded by the same grade_submission inside nbgrader; through nbgrader these
+# attacks run again: the ones on state that outlives a notebook (the checks' registry, torch, files the next
+# notebook reads, the Python path) and on the report. nbgrader's own machinery gets the attacks below.
+NBGRADER_ATTACKS = ("registry", "patch_torch", "rewrites_the_checks", "plants_a_pth", "overwrites_a_victim", "fence")
+
+
 @pytest.fixture(scope="module")
 def nbgrader_batch(tmp_path_factory, batch):
     course = tmp_path_factory.mktemp("nbgrader-hostile")
@@ -212,7 +218,7 @@ def nbgrader_batch(tmp_path_factory, batch):
     release_dir = f"--CourseDirectory.release_directory={course / 'release'}"
     run_nbgrader("generate_assignment", A, "--force", release_dir, env=env, timeout=1200)
     submitted = course / "submitted"
-    students = ["honest", "untouched", *batch["attacks"]]
+    students = ["honest", "untouched", *NBGRADER_ATTACKS]
     for student in students:
         src = batch["out"].parent / "submitted" / student / A / f"{A}.ipynb"
         write(submitted, student, A, json.loads(src.read_text()))
@@ -235,12 +241,12 @@ def nbgrader_batch(tmp_path_factory, batch):
 
 
 def test_nbgrader_grades_every_submission_and_the_batch_goes_on(nbgrader_batch, batch):
-    expected = {"honest", "untouched", "linker", "late", *batch["attacks"], *nbgrader_attacks()}
+    expected = {"honest", "untouched", "linker", "late", *NBGRADER_ATTACKS, *nbgrader_attacks()}
     assert expected <= set(nbgrader_batch["auto"]), (expected - set(nbgrader_batch["auto"]), nbgrader_batch["log"][-3000:])
 
 
 def test_nbgrader_gives_the_commands_points_to_the_same_notebooks(nbgrader_batch, batch):
-    for student in ["honest", "untouched", *batch["attacks"]]:
+    for student in ["honest", "untouched", *NBGRADER_ATTACKS]:
         assert nbgrader_batch["auto"][student] == pytest.approx(batch["table"][student][A].points), student
 
 

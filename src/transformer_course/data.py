@@ -15,8 +15,10 @@ versions ship different files; the split of a given file never changes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,11 +147,28 @@ class PasskeySample:
     depth: float  # where the key was asked to be, 0 = start of the filler, 1 = end
 
 
+def _filler(room: int) -> Tuple[str, List[int]]:
+    """``room`` bytes of filler: whole sentences of ``PASSKEY_FILLER`` in turn, then spaces for the few bytes
+    that no whole sentence fits; and the offsets where a sentence may start (its boundaries, the end included)."""
+    sentences = re.findall(r"[^.]*\.\s", PASSKEY_FILLER)  # each with the space or newline that follows it
+    text, bounds = "", [0]
+    for sentence in itertools.cycle(sentences):
+        if len(text) + len(sentence) > room:
+            break
+        text += sentence
+        bounds.append(len(text))
+    text += " " * (room - len(text))
+    if bounds[-1] != room:
+        bounds.append(room)
+    return text, bounds
+
+
 def passkey_sample(n_tokens: int, depth: float, rng: random.Random, digits: int = 5) -> PasskeySample:
     """A prompt of exactly ``n_tokens`` bytes hiding a ``digits``-digit key at ``depth`` of the filler.
 
     Layout: intro, filler up to the depth, "The pass key is K. Remember it. K is the pass key.", filler,
-    the question. The filler is repeated and cut to make the length exact (Landmark Attention's format).
+    the question (Landmark Attention's format). The filler repeats its sentences whole, padded with spaces
+    at its end to make the length exact; the key line goes at the sentence boundary nearest ``depth``.
     """
     if not 0.0 <= depth <= 1.0:
         raise ValueError(f"depth={depth} must be in [0, 1] (0 = key right after the intro, 1 = just before the question).")
@@ -159,8 +178,8 @@ def passkey_sample(n_tokens: int, depth: float, rng: random.Random, digits: int 
     room = n_tokens - fixed
     if room < 0:
         raise ValueError(f"n_tokens={n_tokens} is too short for a passkey prompt: it needs at least {fixed}.")
-    filler = (PASSKEY_FILLER * (room // len(PASSKEY_FILLER) + 1))[:room]
-    cut = int(round(depth * room))
+    filler, bounds = _filler(room)
+    cut = min(bounds, key=lambda b: (abs(b - depth * room), b))
     text = PASSKEY_INTRO + filler[:cut] + key_line + filler[cut:] + PASSKEY_QUESTION
     ids = torch.tensor(list(text.encode("ascii")), dtype=torch.long)
     return PasskeySample(ids=ids, answer=key, key_offset=len(PASSKEY_INTRO) + cut, depth=depth)
