@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -251,15 +251,13 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
         return result
 
     with tempfile.TemporaryDirectory(prefix="autograder-") as tmp:
-        if sandboxed:
-            events, output, ended = _run_sandboxed(Path(tmp), steps, limits, threads)
-        else:
-            events, output, ended = _run_here(steps, limits)
-        _cell_notices(result, events, ended)
+        ran = _run_sandboxed(Path(tmp), steps, limits, threads) if sandboxed else _run_here(steps, limits)
+        events = ran.events
+        _cell_notices(result, events, ran.ended)
         result.cell_errors = {e["cell"]: str(e["error"])[:2000] for e in events
                               if e.get("event") == "end" and e.get("error") and isinstance(e.get("cell"), int)}
         checked = {(e.get("grade_id"), e.get("call")): e for e in events if e.get("event") == "checked"}
-        stopped = ended or "the notebook stopped before this test ran"
+        stopped = ran.stopped or "the notebook stopped before this test ran"
         for gid, part in spec.parts.items():
             pr = PartResult(gid, 0.0, part.points, part.hidden)
             passed = True
@@ -270,7 +268,7 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
                         pr.messages.append(f"FAIL  {call.name}: {stopped}")
                     passed = False
                     continue
-                got, read_error = output(gid, i)
+                got, read_error = ran.output(gid, i)
                 error = event.get("error") if isinstance(event.get("error"), str) else None
                 verdict = judge_outputs(call.name, got, error or read_error, call.params)
                 passed &= verdict.passed
@@ -285,22 +283,29 @@ def grade_submission(data: dict, result: NotebookResult, limits: Limits = Limits
     return result
 
 
-Output = Callable[[str, int], Tuple[Optional[dict], Optional[str]]]
+class Ran(NamedTuple):
+    """What running a notebook's steps left: its events, a reader of each check's outputs ((gid, i) ->
+    (tensors, error)), how the process ended ('' if normally) with its last words, and without them."""
+    events: List[dict]
+    output: Callable[[str, int], Tuple[Optional[dict], Optional[str]]]
+    ended: str
+    stopped: str
 
 
-def _run_sandboxed(job: Path, steps: List[dict], limits: Limits, threads: int) -> Tuple[List[dict], Output, str]:
-    """The steps run in a sandboxed child: (its events, a reader of its outputs, how it ended or '')."""
+def _run_sandboxed(job: Path, steps: List[dict], limits: Limits, threads: int) -> Ran:
+    """The steps run in a sandboxed child; the verdicts read only the tensors it saved."""
     (job / "job.json").write_text(json.dumps({
         "cell_seconds": limits.cell_seconds, "output_bytes": limits.output_bytes, "steps": steps}))
     outcome = run(job, limits, _child_env(job, threads))
     events = _events(job)
-    ended = outcome.describe(limits)
+    stopped = ended = outcome.describe(limits) or ""
     if ended and not outcome.timed_out and not any(e.get("event") == "check" for e in events):
         ended += _last_line(job / "console.txt")  # only before a check: then it could show a hidden test's inputs
-    return events, lambda gid, i: _outputs(job / "out" / f"{gid}.{i}.safetensors", limits.file_bytes), ended
+    return Ran(events, lambda gid, i: _outputs(job / "out" / f"{gid}.{i}.safetensors", limits.file_bytes),
+               ended, stopped)
 
 
-def _run_here(steps: List[dict], limits: Limits) -> Tuple[List[dict], Output, str]:
+def _run_here(steps: List[dict], limits: Limits) -> Ran:
     """The steps run in this process (trusted code only): the same runner, events and outputs in memory."""
     events: List[dict] = []
     saved: Dict[Tuple[str, int], dict] = {}
@@ -308,7 +313,7 @@ def _run_here(steps: List[dict], limits: Limits) -> Tuple[List[dict], Output, st
     with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream), _torch_state_kept():
         execute(steps, 0, lambda **event: events.append(event), lambda gid, i, got: saved.__setitem__((gid, i), got))
     events.append({"event": "done", "output_bytes": stream.written + stream.dropped, "dropped_bytes": stream.dropped})
-    return events, lambda gid, i: (saved.get((gid, i)), None), ""
+    return Ran(events, lambda gid, i: (saved.get((gid, i)), None), "", "")
 
 
 @contextlib.contextmanager

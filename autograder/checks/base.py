@@ -242,7 +242,7 @@ def diagnose(got: Tensor, mistakes: Sequence[Tuple[str, Callable[[], Tensor]]], 
             candidate = wrong()
         except Exception:  # a mistake model that does not apply to these shapes
             continue
-        if same(got, candidate, atol):
+        if candidate is not None and same(got, candidate, atol):  # None: the model does not apply here either
             return hint
     return None
 
@@ -253,15 +253,52 @@ def on_its_own(problems: Problems, alone: Problems, part: str, dependency: str) 
     right on its own; a note then says which earlier part to fix."""
     if alone or not problems:
         return alone or problems
-    return [Note(f"{part} is right with the reference {dependency}, not with yours: fix {dependency} first "
-                 "(its own part fails); this part keeps its points")]
+    return [Note(f"{part} is right with the reference {dependency}, not with yours: fix {dependency} first; "
+                 "this part keeps its points")]
+
+
+def own_and_alone(student, compute, **references):
+    """``compute()`` with the student's earlier parts, and again with ``references`` substituted, as one set
+    of outputs: the keys of the second run are prefixed ``alone_``. A run that raises is flagged (``own_failed``,
+    ``alone_failed``) and its outputs left empty, so that the judge can still grade the other one; when both
+    raise, the student's own error is reported."""
+    try:
+        with student.substitute(**references):
+            alone = compute()
+    except Exception:  # noqa: BLE001 - the student's own run below says what is wrong if it fails too
+        alone = None
+    try:
+        own = compute()
+    except Exception:
+        if alone is None:
+            raise
+        own = None
+    keys = list((own or alone).keys())
+    out = {k: own[k] if own else torch.empty(0) for k in keys}
+    out.update({f"alone_{k}": alone[k] if alone else torch.empty(0) for k in keys})
+    out["own_failed"], out["alone_failed"] = torch.tensor(int(own is None)), torch.tensor(int(alone is None))
+    return out
+
+
+def judge_own_and_alone(got, judge_set, part, dependency):
+    """The verdict of a part run with the student's and with the reference ``dependency`` (``own_and_alone``)."""
+    if int(got["own_failed"]):
+        problems = [f"{part} raised an error with your {dependency}"]
+    else:
+        problems = judge_set(got)
+    if int(got["alone_failed"]):
+        return problems
+    return on_its_own(problems, judge_set({k[len("alone_"):]: v for k, v in got.items() if k.startswith("alone_")}),
+                      part, dependency)
 
 
 def randomness(first: Tensor, second: Tensor, what: str) -> Optional[str]:
     """A problem when two identical calls gave different outputs (dropout or sampling left on), else None:
-    checked before any other diagnosis, since every comparison of a noisy output is noise."""
+    checked before any other diagnosis, since every comparison of a noisy output is noise. Token ids compare
+    exactly; NaN in the same places is no sign of randomness (a mask that hides a whole row gives it)."""
     if isinstance(first, Tensor) and isinstance(second, Tensor) and first.shape == second.shape \
-            and first.dtype.is_floating_point and not torch.equal(first, second):
+            and first.dtype == second.dtype and not torch.equal(first, second) \
+            and not (first.dtype.is_floating_point and torch.allclose(first, second, rtol=0, atol=0, equal_nan=True)):
         return (f"{what} gave different outputs for the same input twice: something random runs in evaluation "
                 "mode (dropout not switched off by model.eval(), torch.rand in forward, a sampled choice); "
                 "in eval mode the output must be deterministic")

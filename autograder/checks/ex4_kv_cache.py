@@ -1,8 +1,9 @@
 """Checks for exercise 4, the KV cache.
 
 Graded names (stated at the top of the notebook). Positions are explicit, as in ``transformer_course``:
-    KVCache(batch_size, n_kv_head, capacity, head_dim, *, device=None, dtype=None)
-        k, v: (batch_size, n_kv_head, capacity, head_dim) buffers allocated once, in __init__
+    KVCache(batch_size, n_kv_head, capacity, head_dim, *, device=None, dtype=None)   an nn.Module
+        k, v: (batch_size, n_kv_head, capacity, head_dim) buffers allocated once, in __init__, on ``device`` in
+            ``dtype`` (register_buffer(..., persistent=False): moved by .to(), out of the state dict)
         length: number of positions stored (0 .. length - 1); capacity (given): k.shape[2]
         update(k, v, start_pos) -> (k_all, v_all): stores k, v (B, n_kv_head, T, head_dim) at
             [start_pos, start_pos + T), sets length = start_pos + T, returns views of the buffers
@@ -13,7 +14,12 @@ Graded names (stated at the top of the notebook). Positions are explicit, as in 
         plugs in its own)
     generate(model, idx, max_new_tokens, use_cache=True) -> (B, T + max_new_tokens), greedy
         model: model(idx, start_pos) -> logits, model.setup_cache(batch_size, max_len), model.remove_cache(),
-        model.cache_length (the grader passes the package's TransformerLM)
+        model.cache_length (the grader passes the package's TransformerLM); the cache is removed at the end,
+        also when the model raises (try/finally)
+
+Each part is graded on its own: part 2 runs with the grader's cache (the package's), part 3 with the package's
+model, and neither calls a name the student defines in another part (TinyLM, which calls KVCache and
+CachedSelfAttention, is given and not graded), so no reference needs substituting.
 """
 from __future__ import annotations
 
@@ -29,7 +35,9 @@ from transformer_course.model import TransformerLM
 from transformer_course.multi_head import MultiHeadAttention
 from transformer_course.positions import RotaryEmbedding, apply_rope
 
-from .base import StudentError, call, diagnose, expect_keys, explain, load_weights, mismatch, randn, register, seeded
+from .base import (StudentError, call, diagnose, expect_keys, explain, load_weights, mismatch, randn, randomness,
+                   register, seeded)
+from .mistakes import attention_mistakes, causal_allowed
 
 ATOL = 1e-5  # float32 attention on activations of size ~1: a correct answer agrees to ~1e-6
 
@@ -42,6 +50,10 @@ IGNORES_START_POS = ("update must write at start_pos, not after the positions al
                      "overwrites from there (0 starts a new sequence), self.k[:, :, start_pos:start_pos + T] = k")
 LENGTH_ON_REWRITE = ("set self.length = start_pos + T also when start_pos goes back: what was stored after the "
                      "rewritten positions is no longer part of the sequence")
+LENGTH_ADDS_T = ("length is where the sequence ends, not a count of the positions written: self.length += T is "
+                 "wrong as soon as start_pos goes back (a new sequence at 0, a rewind); "
+                 "set self.length = start_pos + T")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,26 +78,33 @@ def _untext(t) -> str:
     return bytes(_ints(t)).decode("utf-8", "replace") if isinstance(t, torch.Tensor) else ""
 
 
-def _chunks(seed, B, n_kv_head, D, lengths):
+def _dtype(name):
+    if name not in DTYPES:
+        raise ValueError(f"ex4.kv_cache: dtype must be one of {sorted(DTYPES)}, not {name!r}")
+    return DTYPES[name]
+
+
+def _chunks(seed, B, n_kv_head, D, lengths, dtype=torch.float32):
     gen = seeded(seed)
-    return [(randn(gen, B, n_kv_head, T, D), randn(gen, B, n_kv_head, T, D)) for T in lengths]
+    return [(randn(gen, B, n_kv_head, T, D).to(dtype), randn(gen, B, n_kv_head, T, D).to(dtype)) for T in lengths]
 
 
-def _script(seed, B, n_kv_head, capacity, D, lengths):
-    """The updates the check makes, in order: (what, start_pos, k, v).
+def _script(p):
+    """The updates the check makes, in order: (what, start_pos, k, v), in the cache's dtype.
 
     The sequence of ``lengths`` from position 0, one update that does not fit, then a new sequence at
     start_pos=0 (two positions), a continuation at 2, a rewrite at 1 (length goes back to 2) and a gap at 3."""
-    stored = sum(lengths)
+    B, H, capacity, D, dtype = p.B, p.n_kv_head, p.capacity, p.D, _dtype(p.dtype)
+    stored = sum(p.lengths)
     if stored > capacity or capacity < 4:
-        raise ValueError(f"ex4.kv_cache: lengths {list(lengths)} must fit in capacity={capacity} >= 4")
+        raise ValueError(f"ex4.kv_cache: lengths {list(p.lengths)} must fit in capacity={capacity} >= 4")
     ops, start = [], 0
-    for i, (k, v) in enumerate(_chunks(seed, B, n_kv_head, D, lengths)):
+    for i, (k, v) in enumerate(_chunks(p.seed, B, H, D, p.lengths, dtype)):
         ops.append((f"update number {i + 1} of the first sequence", start, k, v))
         start += k.shape[2]
-    extra = torch.zeros(B, n_kv_head, capacity - stored + 1, D)  # one position more than fits
+    extra = torch.zeros(B, H, capacity - stored + 1, D, dtype=dtype)  # one position more than fits
     ops.append(("an update beyond the capacity", stored, extra, extra.clone()))
-    (k0, v0), (k1, v1), (k2, v2), (k3, v3) = _chunks(seed + 1, B, n_kv_head, D, (2, 1, 1, 1))
+    (k0, v0), (k1, v1), (k2, v2), (k3, v3) = _chunks(p.seed + 1, B, H, D, (2, 1, 1, 1), dtype)
     ops += [("a new sequence at start_pos=0", 0, k0, v0), ("its continuation at start_pos=2", 2, k1, v1),
             ("a rewrite of position 1", 1, k2, v2), ("an update that leaves a gap", 3, k3, v3)]
     return ops
@@ -120,23 +139,55 @@ def _pair(result, what):
     return result
 
 
+def _registration(cache):
+    """[k registered as a buffer, v registered], [k in the state dict, v in the state dict] (1/0)."""
+    try:
+        buffers = {name: buf for name, buf in cache.named_buffers(recurse=False)}
+        state = cache.state_dict()
+    except Exception:  # noqa: BLE001 - not an nn.Module: nothing is registered
+        return [0, 0], [0, 0]
+    registered = [int(name in buffers and buffers[name] is getattr(cache, name, None)) for name in ("k", "v")]
+    return registered, [int(name in state) for name in ("k", "v")]
+
+
+def _on_meta(KVCache):
+    """KVCache(1, 1, 2, 1, device="meta") without a dtype: [k on meta, v on meta] and the buffers' dtype.
+
+    The meta device allocates nothing, so it shows whether ``device`` reaches the buffers on any machine."""
+    try:
+        cache = KVCache(1, 1, 2, 1, device="meta")
+        k, v = _buffers(cache)
+    except StudentError:
+        raise
+    except Exception as err:  # noqa: BLE001 - reported by the judge
+        return {"meta": torch.tensor([-1, -1]), "meta_error": _text(f"{type(err).__name__}: {err}")}
+    return {"meta": torch.tensor([int(k.device.type == "meta"), int(v.device.type == "meta")]),
+            "meta_dtype": torch.zeros(1, dtype=k.dtype)}
+
+
 @register("ex4.kv_cache", "KVCache: a preallocated cache written at explicit positions",
-          where="the `KVCache` cell (part 1)")
+          where="the `KVCache` cell (part 1)",
+          params=dict(seed=0, B=2, n_kv_head=2, capacity=7, D=4, lengths=(3, 1, 1, 2), dtype="bfloat16"),
+          outputs=("k_shape", "v_shape", "k_dtype", "v_dtype", "registered", "in_state_dict", "meta", "length0",
+                   "capacity", "ptrs", "status", "lengths", "views"))
 class Cache:
     @staticmethod
-    def run(student, seed=0, B=2, n_kv_head=2, capacity=7, D=4, lengths=(3, 1, 1, 2)):
-        KVCache = student.get("KVCache", "(batch_size, n_kv_head, capacity, head_dim)")
-        cache = call(KVCache, B, n_kv_head, capacity, D)
+    def run(student, p):
+        KVCache = student.get("KVCache", "(batch_size, n_kv_head, capacity, head_dim, *, device=None, dtype=None)")
+        cache = call(KVCache, p.B, p.n_kv_head, p.capacity, p.D, dtype=_dtype(p.dtype))
         k_buf, v_buf = _buffers(cache)
+        registered, in_state = _registration(cache)
         out = {"k_shape": torch.tensor(k_buf.shape), "v_shape": torch.tensor(v_buf.shape),
+               "k_dtype": torch.zeros(1, dtype=k_buf.dtype), "v_dtype": torch.zeros(1, dtype=v_buf.dtype),
+               "registered": torch.tensor(registered), "in_state_dict": torch.tensor(in_state),
                "length0": torch.tensor(_length(cache))}
         reported = getattr(cache, "capacity", None)
         out["capacity"] = torch.tensor(int(reported) if isinstance(reported, (int, torch.Tensor)) else -1)
         ptrs, status, lengths_after, views = [[k_buf.data_ptr(), v_buf.data_ptr()]], [], [], []
-        for i, (_, start_pos, k, v) in enumerate(_script(seed, B, n_kv_head, capacity, D, lengths)):
+        for i, (_, start_pos, k, v) in enumerate(_script(p)):
+            k_in, v_in = k.clone(), v.clone()
             try:
-                k_all, v_all = _pair(call(cache.update, k.clone(), v.clone(), start_pos),
-                                     f"update(k, v, start_pos={start_pos})")
+                k_all, v_all = _pair(call(cache.update, k_in, v_in, start_pos), f"update(k, v, start_pos={start_pos})")
                 status.append(0)
                 out[f"k{i}"], out[f"v{i}"] = k_all.clone(), v_all.clone()  # views: later writes would change them
             except StudentError:
@@ -148,30 +199,62 @@ class Cache:
             k_buf, v_buf = _buffers(cache)
             ptrs.append([k_buf.data_ptr(), v_buf.data_ptr()])
             lengths_after.append(_length(cache))
-            views.append(int(k_all is None or (_shares(k_all, k_buf) and _shares(v_all, v_buf))))
+            if k_all is None or (_shares(k_all, k_buf) and _shares(v_all, v_buf)):
+                views.append(1)
+            else:  # 2: update handed back the tensors it was given (only the new positions)
+                views.append(2 if _shares(k_all, k_in) or _shares(v_all, v_in) else 0)
         out["ptrs"] = torch.tensor(ptrs, dtype=torch.int64)  # data_ptr of (k, v): after __init__, after each update
         out["status"] = torch.tensor(status)  # 0 returned, 1 ValueError, 2 another exception
         out["lengths"] = torch.tensor(lengths_after)
         out["views"] = torch.tensor(views)
+        out.update(_on_meta(KVCache))
         return out
 
     @staticmethod
-    def judge(got, seed=0, B=2, n_kv_head=2, capacity=7, D=4, lengths=(3, 1, 1, 2)):
-        script = _script(seed, B, n_kv_head, capacity, D, lengths)
-        missing = expect_keys(got, ["k_shape", "v_shape", "length0", "capacity", "ptrs", "status", "lengths", "views"])
-        if missing:
-            return missing
+    def judge(got, p):
+        script = _script(p)
         problems = []
-        shape = [B, n_kv_head, capacity, D]
+        shape = [p.B, p.n_kv_head, p.capacity, p.D]
         for name in ("k", "v"):
             if _ints(got[f"{name}_shape"]) != shape:
                 problems.append(
                     f"{name} has shape {tuple(_ints(got[f'{name}_shape']))} right after __init__, expected "
                     f"(batch_size, n_kv_head, capacity, head_dim) = {tuple(shape)}: allocate the whole buffer once, "
                     "in __init__ (torch.zeros), so that decoding never allocates")
-        if _flag(got["capacity"]) != capacity:
-            problems.append(f"capacity is {_flag(got['capacity'])}, expected {capacity}: it is the number of positions "
-                            "the buffers hold, self.k.shape[2]")
+        want_dtype = _dtype(p.dtype)
+        wrong = [name for name in ("k", "v") if got[f"{name}_dtype"].dtype != want_dtype]
+        if wrong:
+            problems.append(
+                f"KVCache(..., dtype=torch.{p.dtype}) made {' and '.join(wrong)} of dtype "
+                f"{str(got[wrong[0] + '_dtype'].dtype).replace('torch.', '')}: pass dtype (and device) to the "
+                "allocation, torch.zeros(..., device=device, dtype=dtype), so that a half-precision model gets a "
+                "half-precision cache (half the memory)")
+        meta = _ints(got["meta"])
+        if meta[:1] == [-1]:
+            problems.append(f"KVCache(1, 1, 2, 1, device=\"meta\") raised {_untext(got.get('meta_error'))}: allocate "
+                            "with torch.zeros(..., device=device, dtype=dtype) and nothing else that needs the data")
+        elif meta != [1, 1]:
+            problems.append("KVCache(..., device=\"meta\") put its buffers on another device: pass device to the "
+                            "allocation, torch.zeros(..., device=device, dtype=dtype) (a model on the GPU needs its "
+                            "cache there; never hard-code a device)")
+        elif "meta_dtype" in got and got["meta_dtype"].dtype != torch.float32:
+            problems.append(f"KVCache(...) without a dtype made buffers of dtype {got['meta_dtype'].dtype}: with "
+                            "dtype=None torch.zeros gives the default float32")
+        registered, in_state = _ints(got["registered"]), _ints(got["in_state_dict"])
+        if registered != [1, 1]:
+            names = " and ".join(n for n, r in zip("kv", registered) if not r) or "k and v"
+            problems.append(
+                f"{names} are not registered buffers (they are missing from module.buffers()), so .to(device) and "
+                f".to(dtype) leave them behind: self.register_buffer(\"k\", torch.zeros(...), persistent=False) "
+                "instead of self.k = torch.zeros(...)")
+        elif in_state != [0, 0]:
+            problems.append(
+                "the cache buffers are in the state dict: register them with persistent=False, "
+                "self.register_buffer(\"k\", ..., persistent=False), so that saving or loading a model's weights "
+                "does not save or expect its cache")
+        if _flag(got["capacity"]) != p.capacity:
+            problems.append(f"capacity is {_flag(got['capacity'])}, expected {p.capacity}: it is the number of "
+                            "positions the buffers hold, self.k.shape[2]")
         if _flag(got["length0"]) != 0:
             problems.append(f"a new cache has length {_flag(got['length0'])}; it must start empty, self.length = 0")
         status, lengths_after, views = _ints(got["status"]), _ints(got["lengths"]), _ints(got["views"])
@@ -183,17 +266,18 @@ class Cache:
         if moved:
             restarts = all(script[i][1] == 0 for i in moved) and any(script[i][1] == 0 and i > 0 for i in moved)
             problems.append(RESTART_REALLOCATED if restarts and len(moved) < n else REALLOCATED)
-        if not all(views):
+        if 0 in views:
             problems.append("update returned a copy, not a view of the cache buffer: return self.k[:, :, :length] "
                             "(slicing makes a view; .clone() or torch.cat copy, which costs memory and time at every "
                             "step)")
-        problem = _first_wrong_update(got, script, status, lengths_after, capacity)
+        problem = _first_wrong_update(got, script, status, lengths_after, p.capacity)
         return problems + ([problem] if problem else [])
 
 
 def _first_wrong_update(got, script, status, lengths_after, capacity):
     """The first update whose outcome differs from the package's cache given the same calls, explained."""
-    reference = ReferenceKVCache(*script[0][2].shape[:2], capacity, script[0][2].shape[3])
+    B, H, _, D = script[0][2].shape
+    reference = ReferenceKVCache(B, H, capacity, D, dtype=script[0][2].dtype)
     before = 0  # the student's length before the update
     for i, (what, start_pos, k, v) in enumerate(script):
         T = k.shape[2]
@@ -228,10 +312,18 @@ def _first_wrong_update(got, script, status, lengths_after, capacity):
                         "capacity positions (check start_pos + T > capacity).")
             elif start_pos < before:
                 hint = f" Likely mistake: {IGNORES_START_POS}."
+            elif status[i] == 1 and start_pos == before:
+                hint = (" Likely mistake: start_pos == length continues the sequence (0 on a new cache) and must be "
+                        "accepted: raise for a gap only when start_pos > length.")
             return f"{call_text} {state} raised {said}.{hint}"
         got_length, want_length = lengths_after[i], start_pos + T
+        got_k = got.get(f"k{i}")
         if got_length != want_length:
-            if start_pos < before and got_length == before + T:
+            wrote_at = lambda at: (isinstance(got_k, torch.Tensor) and got_k.dim() == 4 and got_k.shape[2] >= at + T
+                                   and torch.equal(got_k[:, :, at:at + T].double(), k.double()))
+            if start_pos < before and got_length == before + T and wrote_at(start_pos) and not wrote_at(before):
+                hint = LENGTH_ADDS_T
+            elif start_pos < before and got_length == before + T:
                 hint = IGNORES_START_POS
             elif start_pos < before and got_length == max(before, want_length):
                 hint = LENGTH_ON_REWRITE
@@ -242,10 +334,19 @@ def _first_wrong_update(got, script, status, lengths_after, capacity):
             return explain(f"after {call_text} {state}, length is {got_length}, expected start_pos + T = "
                            f"{want_length}", hint)
         for name, want in (("k", want_k), ("v", want_v)):
-            problem = mismatch(got.get(f"{name}{i}"), want, f"the {name}_all returned by {call_text}", atol=0)
+            returned = got.get(f"{name}{i}")
+            problem = mismatch(returned, want, f"the {name}_all returned by {call_text}", atol=0)
             if problem:
-                return problem + (f" (it should hold positions 0 .. {want_length - 1}: what was stored before "
-                                  f"start_pos={start_pos}, then the {T} new ones)")
+                hint = (f" (it should hold positions 0 .. {want_length - 1}: what was stored before "
+                        f"start_pos={start_pos}, then the {T} new ones)")
+                n_returned = returned.shape[2] if isinstance(returned, torch.Tensor) and returned.dim() == 4 else -1
+                if n_returned == capacity != want_length:
+                    hint = (". Likely mistake: update returned the whole buffer, capacity positions, not the "
+                            "positions stored: return self.k[:, :, :self.length], self.v[:, :, :self.length]")
+                elif n_returned == T != want_length:
+                    hint = (f". Likely mistake: update returned only the new positions (T={T}): return every position "
+                            "stored, self.k[:, :, :self.length] (the new queries attend to all of them)")
+                return problem + hint
         before = got_length
     return None
 
@@ -253,7 +354,6 @@ def _first_wrong_update(got, script, status, lengths_after, capacity):
 # --------------------------------------------------------------------------------------------------
 # Part 2: CachedSelfAttention
 # --------------------------------------------------------------------------------------------------
-CONTEXT_LENGTH = 64  # RoPE table size of the attention under test (positions beyond it are computed anyway)
 RESTART = (2, 1)     # a second sequence, fed after the first at start_pos=0 without removing the cache
 OFFSET = 5           # start_pos of a call without a cache
 
@@ -295,12 +395,43 @@ def _attn_state(seed, n_embd, n_head, n_kv_head):
             "o_proj.weight": randn(gen, n_embd, n_head * hd, scale=s)}
 
 
-def _attn_input(seed, B, S, n_embd, offset=1000):
-    return randn(seeded(seed + offset), B, S, n_embd)
+def _attn_inputs(p):
+    """The first sequence (B, sum(lengths), C) and the second, fed from start_pos=0 after it."""
+    return (randn(seeded(p.seed + 1000), p.B, sum(p.lengths), p.n_embd),
+            randn(seeded(p.seed + 3000), p.B, sum(RESTART), p.n_embd))
 
 
-def _manual_steps(state, x, n_head, n_kv_head, lengths, *, positions="absolute", mask="right", keys="all",
-                  rotate_k=True, first=0):
+def _rope(p, base=None):
+    return RotaryEmbedding(p.n_embd // p.n_head, base=p.rope_base if base is None else base,
+                           context_length=p.context_length)
+
+
+def _qkv(state, x, n_head, n_kv_head, rope, positions, *, split="right", rotate_k=True):
+    """q (B, n_head, S, hd), k, v (B, n_kv_head, S, hd) of x at ``positions`` (S,), RoPE applied (to k unless
+    ``rotate_k`` is False). ``split="no-transpose"``: exercise 1's bug, (B, S, C).view(B, n_head, S, hd)
+    without the transpose, so each "head" holds pieces of several positions."""
+    B, S, C = x.shape
+    hd = C // n_head
+    q, k, v = (x @ state[f"{name}_proj.weight"].T for name in "qkv")  # (B, S, heads·hd)
+    heads = (n_head, n_kv_head, n_kv_head)
+    if split == "right":
+        q, k, v = (t.view(B, S, h, hd).transpose(1, 2) for t, h in zip((q, k, v), heads))  # (B, h, S, hd)
+    else:
+        q, k, v = (t.reshape(B, h, S, hd) for t, h in zip((q, k, v), heads))
+    cos, sin = rope(positions)
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin) if rotate_k else k, v
+
+
+def _merge(y, state, merge="right"):
+    """(B, n_head, T, hd) -> o_proj of the heads concatenated, (B, T, C); ``merge="no-transpose"`` reshapes
+    without moving the head axis back (the heads' values land at the wrong positions)."""
+    B, H, T, hd = y.shape
+    y = y.transpose(1, 2).reshape(B, T, H * hd) if merge == "right" else y.reshape(B, T, H * hd)
+    return y @ state["o_proj.weight"].T
+
+
+def _manual_steps(state, x, n_head, n_kv_head, lengths, rope, *, positions="absolute", mask="right", keys="all",
+                  rotate_k=True, first=0, split="right", merge="right"):
     """What a (possibly wrong) attention returns for each chunk of ``lengths``, written out; x holds the
     positions first .. first + S - 1 (without a cache, ``lengths`` is one chunk and ``keys`` is "new").
 
@@ -308,26 +439,21 @@ def _manual_steps(state, x, n_head, n_kv_head, lengths, *, positions="absolute",
     mask: "right" (query at absolute position p sees keys <= p), "top_left" (SDPA's is_causal with a cache:
         query i sees keys 0..i), "index" (absolute query positions against key indices 0..S-1), "none".
     keys: "all" (cached + new, right) or "new" (update's result ignored).
+    split, merge: exercise 1's head-split and head-merge bugs (see ``_qkv``, ``_merge``), for one chunk.
     """
-    B, S, C = x.shape
-    hd = C // n_head
-    rope = RotaryEmbedding(hd, context_length=CONTEXT_LENGTH)
-    q = (x @ state["q_proj.weight"].T).view(B, S, n_head, hd).transpose(1, 2)
-    k = (x @ state["k_proj.weight"].T).view(B, S, n_kv_head, hd).transpose(1, 2)
-    v = (x @ state["v_proj.weight"].T).view(B, S, n_kv_head, hd).transpose(1, 2)
-    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    S = x.shape[1]
     if positions == "absolute":
         pos = torch.arange(first, first + S)
     else:
         pos = torch.cat([torch.arange(T) for T in lengths])
-    cos, sin = rope(pos)
-    q = apply_rope(q, cos, sin)
-    k = apply_rope(k, cos, sin) if rotate_k else k
+    if split != "right" and len(lengths) != 1:
+        raise ValueError("the head-split bug is modelled for a call without a cache (one chunk)")
+    q_all, k_all, v_all = _qkv(state, x, n_head, n_kv_head, rope, pos, split=split, rotate_k=rotate_k)
     outs = []
-    for a, T in zip(starts, lengths):
+    for a, T in zip([sum(lengths[:i]) for i in range(len(lengths))], lengths):
         b = a + T
         lo = a if keys == "new" else 0
-        kk, vv = k[:, :, lo:b], v[:, :, lo:b]
+        q, k, v = q_all[:, :, a:b], k_all[:, :, lo:b], v_all[:, :, lo:b]
         q_pos = torch.arange(first + a, first + b)[:, None]
         k_pos = torch.arange(first + lo, first + b)[None, :]
         if mask == "right":
@@ -338,31 +464,84 @@ def _manual_steps(state, x, n_head, n_kv_head, lengths, *, positions="absolute",
             allowed = torch.arange(b - lo)[None, :] <= q_pos
         else:
             allowed = None
-        y = F.scaled_dot_product_attention(q[:, :, a:b], kk, vv, attn_mask=allowed, enable_gqa=True)
-        outs.append(y.transpose(1, 2).reshape(B, T, C) @ state["o_proj.weight"].T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+        outs.append(_merge(y, state, merge))
     return outs
 
 
+def _chunk_mistakes(state, x, p, rope, a, b, first=0):
+    """attention_mistakes (the shared models: scale, softmax axis, every wrong mask, GQA head order) for the
+    queries a .. b - 1 of x attending to keys 0 .. b - 1, each followed by the output projection."""
+    q, k, v = _qkv(state, x[:, :b], p.n_head, p.n_kv_head, rope, torch.arange(first, first + b))
+    q = q[:, :, a:]
+    T, S = q.shape[2], b
+    sdpa = lambda allowed: F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+    # PyTorch's SDPA gives zeros, not NaN, for a query that may see no key: the shared models fill with -inf.
+    with_sdpa = [
+        ("the causal mask is off by one: it hides the diagonal (k_pos < q_pos), so a position cannot see itself "
+         "and the first position sees no key at all (SDPA then returns zeros for it); key j must be visible to "
+         "query i when j <= i (k_pos <= q_pos)", lambda: sdpa(causal_allowed(T, S, -1))),
+        ("the causal mask is inverted: True must mean 'may attend'; you hid the past and kept the future "
+         "(k_pos >= q_pos or k_pos > q_pos); use k_pos <= q_pos", lambda: sdpa(~causal_allowed(T, S))),
+        ("the causal mask is inverted: True must mean 'may attend'; you hid the past and kept the future "
+         "(k_pos >= q_pos or k_pos > q_pos); use k_pos <= q_pos", lambda: sdpa(~causal_allowed(T, S, -1))),
+        ("the mask is a float tensor of 0s and 1s: SDPA adds a float mask to the scores, so nothing is hidden "
+         "(the allowed keys just get +1); pass the boolean mask itself (True = may attend), or 0 / -inf",
+         lambda: sdpa(causal_allowed(T, S).float())),
+    ]
+    return [(hint, lambda wrong=wrong: _merge(wrong(), state))
+            for hint, wrong in attention_mistakes(q, k, v, causal=True) + with_sdpa]
+
+
+def _whole_mistakes(state, x, p, rope, first=0):
+    """The mistakes visible on a call without a cache: the head split and merge, RoPE, the shared models."""
+    H, Hkv, S = p.n_head, p.n_kv_head, x.shape[1]
+    one = (S,)
+    steps = lambda **kw: _manual_steps(state, x, H, Hkv, one, rope, keys="new", first=first, **kw)[0]
+    mistakes = [
+        ("the heads are split with a reshape to (B, n_head, T, head_dim) without a transpose: each 'head' then "
+         "holds pieces of several positions; use .view(B, T, n_head, head_dim).transpose(1, 2) for q, k and v",
+         lambda: steps(split="no-transpose")),
+        ("the heads are split with a reshape to (B, n_head, T, head_dim) without a transpose, and merged back the "
+         "same way; use .view(B, T, n_head, head_dim).transpose(1, 2), and .transpose(1, 2).reshape(B, T, C)",
+         lambda: steps(split="no-transpose", merge="no-transpose")),
+        ("the heads are concatenated in the wrong order: (B, n_head, T, head_dim) must be transposed back to "
+         "(B, T, n_head, head_dim) before .reshape(B, T, C)", lambda: steps(merge="no-transpose")),
+        ("RoPE is not applied to the keys (apply_rope to both q and k)", lambda: steps(rotate_k=False)),
+    ]
+    if p.rope_base != 10000.0:
+        mistakes.append((f"the rotary tables use base 10000, not the rope_base={p.rope_base:g} the layer was "
+                         "built with: take cos, sin from self.rope.span(start_pos, start_pos + T)",
+                         lambda: _manual_steps(state, x, H, Hkv, one, _rope(p, base=10000.0), keys="new",
+                                               first=first)[0]))
+    return mistakes + _chunk_mistakes(state, x, p, rope, 0, S, first)
+
+
 @register("ex4.attention", "CachedSelfAttention: cached attention gives the uncached outputs",
-          where="the `CachedSelfAttention` cell (part 2)")
+          where="the `CachedSelfAttention` cell (part 2)",
+          params=dict(seed=0, B=2, n_embd=32, n_head=4, n_kv_head=2, lengths=(4, 1, 1, 2, 1), rope_base=500.0,
+                      context_length=64),
+          outputs=("full", "full_again", "offset") + tuple(f"restart{i}" for i in range(len(RESTART))))
 class Attention:
     @staticmethod
-    def run(student, seed=0, B=2, n_embd=32, n_head=4, n_kv_head=2, lengths=(4, 1, 1, 2, 1)):
+    def run(student, p):
         CSA = student.get("CachedSelfAttention",
                           "(n_embd, n_head, n_kv_head, *, context_length=256, rope_base=10000.0)")
-        attn = call(CSA, n_embd, n_head, n_kv_head, context_length=CONTEXT_LENGTH)
-        load_weights(attn, _attn_state(seed, n_embd, n_head, n_kv_head), "your CachedSelfAttention")
-        S = sum(lengths)
-        x, x2 = _attn_input(seed, B, S, n_embd), _attn_input(seed, B, sum(RESTART), n_embd, offset=3000)
+        attn = call(CSA, p.n_embd, p.n_head, p.n_kv_head, context_length=p.context_length, rope_base=p.rope_base)
+        load_weights(attn, _attn_state(p.seed, p.n_embd, p.n_head, p.n_kv_head), "your CachedSelfAttention")
+        if isinstance(attn, torch.nn.Module):
+            attn.eval()  # decoding runs in evaluation mode
+        x, x2 = _attn_inputs(p)
         forward = getattr(attn, "forward", attn)
         out = {}
         with torch.no_grad():
             attn.cache = None
             out["full"] = call(forward, x)
+            out["full_again"] = call(forward, x)  # the same call twice: randomness is told apart from a bad mask
             out["offset"] = call(forward, x[:, :3], OFFSET)  # without a cache, at positions OFFSET ..
-            cache = _GraderCache(B, n_kv_head, max(S, sum(RESTART)), n_embd // n_head)
+            cache = _GraderCache(p.B, p.n_kv_head, max(x.shape[1], x2.shape[1]), p.n_embd // p.n_head)
             attn.cache = cache
-            for key, seq, pieces in (("step", x, lengths), ("restart", x2, RESTART)):
+            for key, seq, pieces in (("step", x, p.lengths), ("restart", x2, RESTART)):
                 start = 0
                 for i, T in enumerate(pieces):
                     cache.expected_start = start
@@ -372,40 +551,42 @@ class Attention:
         return out
 
     @staticmethod
-    def judge(got, seed=0, B=2, n_embd=32, n_head=4, n_kv_head=2, lengths=(4, 1, 1, 2, 1)):
-        missing = expect_keys(got, ["full", "offset"] + [f"step{i}" for i in range(len(lengths))]
-                              + [f"restart{i}" for i in range(len(RESTART))])
+    def judge(got, p):
+        missing = expect_keys(got, [f"step{i}" for i in range(len(p.lengths))])
         if missing:
             return missing
-        state = _attn_state(seed, n_embd, n_head, n_kv_head)
-        S = sum(lengths)
-        x, x2 = _attn_input(seed, B, S, n_embd), _attn_input(seed, B, sum(RESTART), n_embd, offset=3000)
-        reference = MultiHeadAttention(n_embd, n_head, n_kv_head, bias=False, impl="sdpa")
+        H, Hkv = p.n_head, p.n_kv_head
+        state = _attn_state(p.seed, p.n_embd, H, Hkv)
+        x, x2 = _attn_inputs(p)
+        S = x.shape[1]
+        reference = MultiHeadAttention(p.n_embd, H, Hkv, bias=False, impl="sdpa")
         reference.load_state_dict(state)
-        rope = RotaryEmbedding(n_embd // n_head, context_length=CONTEXT_LENGTH)
+        rope = _rope(p)
         with torch.no_grad():
             want = reference(x, rope=rope.span(0, S))  # (B, S, C): the uncached outputs at every position
-            want2 = reference(x2, rope=rope.span(0, sum(RESTART)))
+            want2 = reference(x2, rope=rope.span(0, x2.shape[1]))
             want_offset = reference(x[:, :3], start_pos=OFFSET, rope=rope.span(OFFSET, OFFSET + 3))
+        noisy = randomness(got["full"], got["full_again"], "forward(x) without a cache")
+        if noisy:
+            return [noisy]
         problem = mismatch(got["full"], want, "without a cache, forward(x) on the whole sequence", atol=ATOL)
         if problem:
             hint = diagnose(got["full"], [
-                ("RoPE is not applied to the keys (apply_rope to both q and k)",
-                 lambda: torch.cat(_manual_steps(state, x, n_head, n_kv_head, (S,), rotate_k=False), dim=1)),
                 ("there is no causal mask: a position sees later positions",
-                 lambda: torch.cat(_manual_steps(state, x, n_head, n_kv_head, (S,), mask="none"), dim=1)),
-            ], atol=ATOL)
+                 lambda: _manual_steps(state, x, H, Hkv, (S,), rope, mask="none")[0]),
+            ] + _whole_mistakes(state, x, p, rope), atol=ATOL)
             return [explain(problem, hint)]
         problem = mismatch(got["offset"], want_offset, f"without a cache, forward(x, start_pos={OFFSET}) for 3 tokens",
                            atol=ATOL)
         if problem:
+            x3 = x[:, :3]
             hint = diagnose(got["offset"], [
                 ("the mask compares the queries' absolute positions with key indices 0 .. S-1: without a cache the "
                  "keys are x's own, at positions start_pos .. start_pos + T - 1, so query i sees keys 0 .. i",
-                 lambda: _manual_steps(state, x[:, :3], n_head, n_kv_head, (3,), mask="index", first=OFFSET)[0]),
+                 lambda: _manual_steps(state, x3, H, Hkv, (3,), rope, mask="index", first=OFFSET)[0]),
                 ("there is no causal mask without a cache",
-                 lambda: _manual_steps(state, x[:, :3], n_head, n_kv_head, (3,), mask="none", first=OFFSET)[0]),
-            ], atol=ATOL)
+                 lambda: _manual_steps(state, x3, H, Hkv, (3,), rope, mask="none", first=OFFSET)[0]),
+            ] + _whole_mistakes(state, x3, p, rope, first=OFFSET), atol=ATOL)
             return [explain(problem, hint)]
         wrong = {
             "the positions restart at 0 at every call: the new tokens must be rotated at their absolute positions "
@@ -419,7 +600,7 @@ class Attention:
             "which hold every cached position": dict(keys="new"),
             "RoPE is not applied to the keys (apply_rope to both q and k, before caching)": dict(rotate_k=False),
         }
-        for key, seq, pieces, full, what in (("step", x, lengths, want, ""),
+        for key, seq, pieces, full, what in (("step", x, p.lengths, want, ""),
                                              ("restart", x2, RESTART, want2, " of a new sequence, from start_pos=0")):
             start = 0
             for i, T in enumerate(pieces):
@@ -428,9 +609,9 @@ class Attention:
                                    atol=ATOL)
                 if problem:
                     hint = diagnose(got[f"{key}{i}"], [
-                        (h, lambda kw=kw: _manual_steps(state, seq, n_head, n_kv_head, pieces, **kw)[i])
+                        (h, lambda kw=kw: _manual_steps(state, seq, H, Hkv, pieces, rope, **kw)[i])
                         for h, kw in wrong.items()
-                    ], atol=ATOL)
+                    ] + _chunk_mistakes(state, seq, p, rope, start, start + T), atol=ATOL)
                     return [explain(problem + " (cached outputs must equal the uncached ones at the same positions)",
                                     hint)]
                 start += T
@@ -440,6 +621,11 @@ class Attention:
 # --------------------------------------------------------------------------------------------------
 # Part 3: generate
 # --------------------------------------------------------------------------------------------------
+LEFT_CACHE = ("after generate(..., use_cache=True) returned, the model still had its KV cache set up: remove it when "
+              "generation ends, model.remove_cache() in a finally: block, so that the model is uncached again "
+              "afterwards")
+
+
 def _lm_config(n_layer=2):
     return ModelConfig.from_name("tiny-llama", n_layer=n_layer, n_embd=32, n_head=4, n_kv_head=2, ffn_hidden=64,
                                  context_length=64)
@@ -466,6 +652,10 @@ def _prompts(seed, B, lengths):
     return [torch.randint(1, 256, (B, T), generator=gen) for T in lengths]
 
 
+class _InjectedFailure(RuntimeError):
+    """What the graded model raises, on purpose, at one decoding step of the last generate call."""
+
+
 class _GradedLM(TransformerLM):
     """The package's model, recording what generate feeds it and stopping at the mistakes that corrupt a cache."""
 
@@ -473,6 +663,33 @@ class _GradedLM(TransformerLM):
         super().__init__(config)
         self.calls = []  # (tokens fed, start_pos)
         self.fresh, self.use_cache, self.next_pos, self.step = True, True, 0, 0
+        self.prompt_shape, self.new_tokens, self.setups = (0, 0), 0, 0
+        self.fail_at, self.failed = None, False  # the decoding step at which forward raises, and whether it did
+
+    def setup_cache(self, batch_size, max_len=None, **kwargs):
+        B, T = self.prompt_shape
+        n = self.new_tokens
+        self.setups += 1
+        if not self.use_cache:
+            raise StudentError(
+                "generate(..., use_cache=False) called model.setup_cache: a cache was set up although use_cache=False. "
+                "Without the cache no cache is set up at all (if use_cache: model.setup_cache(...)), and every step "
+                "runs model(idx) on the whole sequence.")
+        if self.setups > 1:
+            raise StudentError(
+                "generate called model.setup_cache more than once in one call: a new cache forgets every position "
+                "stored. Set it up once, before the prefill, for the prompt and the new tokens.")
+        if not isinstance(batch_size, int) or batch_size != B:
+            raise StudentError(
+                f"generate called model.setup_cache({batch_size}, {max_len}) for a prompt of shape (B, T) = "
+                f"({B}, {T}): the arguments are (batch_size, max_len), batch_size = idx.shape[0] (one cache row per "
+                "sequence).")
+        if int(self.config.context_length if max_len is None else max_len) < T + n - 1:  # the last token is never fed
+            raise StudentError(
+                f"generate called model.setup_cache({batch_size}, {max_len}): the cache would be full before the end, "
+                f"since the prompt and the new tokens take {T} + {n} = {T + n} positions: "
+                "max_len = idx.shape[1] + max_new_tokens.")
+        return super().setup_cache(batch_size, max_len, **kwargs)
 
     def forward(self, idx, start_pos=0):
         cached = self.cache_length
@@ -481,11 +698,13 @@ class _GradedLM(TransformerLM):
         first, self.fresh = self.fresh, False
         self.step = 0 if first else self.step + 1
         self.calls.append((T, start_pos))
+        if self.fail_at is not None and self.step == self.fail_at:
+            self.failed = True
+            raise _InjectedFailure(f"the grader's model fails on purpose at decoding step {self.step}")
         if not self.use_cache and cached is not None:
             raise StudentError(
-                "generate(..., use_cache=False) ran the model with a KV cache still set up from an earlier call: "
-                "with use_cache=True, remove the cache when generation ends (model.remove_cache(), in a finally: "
-                "block), so that the model is uncached again afterwards.")
+                "generate(..., use_cache=False) ran the model with a KV cache set up: without the cache, set none up "
+                "and run model(idx) on the whole sequence at every step.")
         if not self.use_cache and start_pos != 0:
             raise StudentError(
                 f"generate(..., use_cache=False) ran the model at start_pos={start_pos}: without the cache every step "
@@ -514,60 +733,107 @@ class _GradedLM(TransformerLM):
 
 
 def _call_generate(generate, model, prompt, n, use_cache):
-    model.fresh, model.use_cache = True, use_cache
+    model.fresh, model.use_cache, model.setups = True, use_cache, 0
+    model.prompt_shape, model.new_tokens = tuple(prompt.shape), n
     out = call(generate, model, prompt.clone(), n, use_cache=use_cache)
     if not isinstance(out, torch.Tensor):
         raise StudentError(f"generate should return a tensor of token ids, got {type(out).__name__}.")
     return out
 
 
+def _cached(model):
+    """Positions the model's cache holds after a call, -1 without a cache."""
+    length = model.cache_length
+    return -1 if length is None else int(length)
+
+
 @register("ex4.generate", "generate: cached greedy decoding gives exactly the uncached tokens",
-          where="the `generate` cell (part 3)")
+          where="the `generate` cell (part 3)",
+          params=dict(seed=0, B=2, prompt_lengths=(5, 3), max_new_tokens=6, n_layer=2, fail_at=2),
+          outputs=("cached1", "cached2", "uncached", "uncached_again", "calls", "n_calls", "left", "failure"))
 class Generate:
     @staticmethod
-    def run(student, seed=0, B=2, prompt_lengths=(5, 3), max_new_tokens=6, n_layer=2):
+    def run(student, p):
         generate = student.get("generate", "(model, idx, max_new_tokens, use_cache=True)")
-        config = _lm_config(n_layer)
+        config = _lm_config(p.n_layer)
         model = _GradedLM(config)
-        model.load_state_dict(_lm_state(seed, config))
+        model.load_state_dict(_lm_state(p.seed, config))
         model.eval()
-        p1, p2 = _prompts(seed, B, prompt_lengths)
-        out = {"cached1": _call_generate(generate, model, p1, max_new_tokens, True)}
-        n1 = len(model.calls)
-        out["cached2"] = _call_generate(generate, model, p2, max_new_tokens, True)
+        p1, p2 = _prompts(p.seed, p.B, p.prompt_lengths)
+        n = p.max_new_tokens
+        out = {"cached1": _call_generate(generate, model, p1, n, True)}
+        n1, left = len(model.calls), [_cached(model)]
+        out["cached2"] = _call_generate(generate, model, p2, n, True)  # the model as the first call left it
         n2 = len(model.calls)
-        out["uncached"] = _call_generate(generate, model, p1, max_new_tokens, False)
+        left.append(_cached(model))
+        model.remove_cache()  # each of the calls below starts from an uncached model, whatever the ones above left
+        out["uncached"] = _call_generate(generate, model, p1, n, False)
+        out["uncached_again"] = _call_generate(generate, model, p1, n, False)  # randomness is told apart first
         out["calls"] = torch.tensor(model.calls, dtype=torch.int64).reshape(-1, 2)
-        out["n_calls"] = torch.tensor([n1, n2 - n1, len(model.calls) - n2])
+        out["n_calls"] = torch.tensor([n1, n2 - n1, len(model.calls) - n2])  # the last two calls: uncached
+        out["left"] = torch.tensor(left)
+        # The model fails at decoding step fail_at: the exception must come out, and the cache must be gone.
+        model.remove_cache()
+        model.fail_at = p.fail_at
+        try:
+            _call_generate(generate, model, p1, n, True)
+            raised = 0
+        except _InjectedFailure:
+            raised = 1
+        except StudentError:
+            raise
+        except Exception:  # noqa: BLE001 - another exception came out: the failure was not hidden
+            raised = 2
+        finally:
+            model.fail_at = None
+        out["failure"] = torch.tensor([raised, _cached(model), int(model.failed)])
         return out
 
     @staticmethod
-    def judge(got, seed=0, B=2, prompt_lengths=(5, 3), max_new_tokens=6, n_layer=2):
-        missing = expect_keys(got, ["cached1", "cached2", "uncached", "calls", "n_calls"])
-        if missing:
-            return missing
-        config = _lm_config(n_layer)
+    def judge(got, p):
+        config = _lm_config(p.n_layer)
         reference = TransformerLM(config)
-        reference.load_state_dict(_lm_state(seed, config))
+        reference.load_state_dict(_lm_state(p.seed, config))
         reference.eval()
-        p1, p2 = _prompts(seed, B, prompt_lengths)
+        p1, p2 = _prompts(p.seed, p.B, p.prompt_lengths)
+        n = p.max_new_tokens
+        if all(isinstance(got[key], torch.Tensor) for key in ("uncached", "uncached_again")):
+            noisy = randomness(got["uncached"].double(), got["uncached_again"].double(),
+                               "generate(model, prompt, n, use_cache=False)")
+            if noisy:
+                return [noisy + "; greedy decoding takes the argmax of the last position's logits"]
         problems = []
         for key, prompt, what in (("cached1", p1, "generate(model, prompt, n, use_cache=True)"),
                                   ("cached2", p2, "a second generate(..., use_cache=True) with another prompt"),
                                   ("uncached", p1, "generate(model, prompt, n, use_cache=False)")):
-            problem = _greedy_problem(got[key], prompt, max_new_tokens, reference, what)
+            problem = _greedy_problem(got[key], prompt, n, reference, what)
             if problem:
                 problems.append(problem)
+        left = _ints(got["left"])
+        if any(length != -1 for length in left):
+            problems.append(LEFT_CACHE)
+        raised, after, failed = (_ints(got["failure"]) + [-1, -1, -1])[:3]
+        if failed == 1:  # the model did raise (a generate that stops early never reaches the failing step)
+            if raised == 0:
+                problems.append(
+                    f"the model raised an error at decoding step {p.fail_at} and generate returned as if nothing had "
+                    "happened: let the exception propagate (try: ... finally: model.remove_cache(), no except), so "
+                    "that a failure is not mistaken for a result")
+            elif after != -1:
+                problems.append(
+                    f"when the model raised an error during generation (here at decoding step {p.fail_at}), generate "
+                    "left the KV cache set up: remove it in a finally: block (try: ... finally: model.remove_cache()), "
+                    "so that a failure does not leave the model cached")
         # The prefill feeds the prompt at position 0, then every step feeds one token at its position.
         calls, counts = got["calls"], _ints(got["n_calls"])
         if not problems and len(counts) == 3 and calls.dim() == 2 and calls.shape[0] == sum(counts):
-            for part, (start, n, T) in enumerate(((0, counts[0], prompt_lengths[0]),
-                                                  (counts[0], counts[1], prompt_lengths[1]))):
-                fed = calls[start:start + n]
-                want = torch.tensor([[T, 0]] + [[1, T + i] for i in range(n - 1)], dtype=torch.int64).reshape(-1, 2)
-                if n != max_new_tokens or not torch.equal(fed, want):
+            for part, (start, m, T) in enumerate(((0, counts[0], p.prompt_lengths[0]),
+                                                  (counts[0], counts[1], p.prompt_lengths[1]))):
+                fed = calls[start:start + m]
+                want = torch.tensor([[T, 0]] + [[1, T + i] for i in range(m - 1)], dtype=torch.int64).reshape(-1, 2)
+                if m != n or not torch.equal(fed, want):
                     problems.append(
-                        f"with the cache, generate should call the model {max_new_tokens} times: once with the whole "
+                        f"with the cache, generate should call the model {n} times: once with the whole "
                         f"prompt at start_pos=0, then with one new token per step at its position; it was called with "
                         f"(tokens fed, start_pos) = {[tuple(r) for r in fed.tolist()]}")
                     break

@@ -8,13 +8,22 @@ Graded names (stated at the top of the notebook):
     bits_per_byte(model, sequences) -> float                  sequences: list of 1-D token tensors
 
 The model is ``transformer_course.pretrained.load("course-llama")`` (RoPE, half layout, head_dim 32,
-trained at 256 tokens). Its RoPE lives in ``model.rope``: buffers ``inv_freq`` and the cached
-tables ``cos_cached``, ``sin_cached`` (context_length, head_dim); positions past the tables are computed
-from ``inv_freq``. The judge compares logits with the model that ``evaluate.with_rope_scaling`` builds
-(the package's ``rope_inv_freq`` frequencies in the same buffers; the notebook asserts the two agree).
+trained at L = 256 tokens). Its RoPE lives in ``model.rope``: buffers ``inv_freq`` and the cached
+tables ``cos_cached``, ``sin_cached`` (context_length, head_dim); an input longer than the tables is computed
+from ``inv_freq`` at every position. So apply_scaling is judged on what ``model.rope`` gives at the positions
+0..L-1 (read from the tables) and L..2L-1 (from ``inv_freq``), and on the logits of an input longer than L.
+A second, small ``TransformerLM`` with another head_dim, base and context length checks that apply_scaling
+reads them from ``model.rope`` (the shipped model has the default base, 10000, so it cannot tell).
+
+Part 3 uses parts 1 and 2 by name: it is judged a second time with the reference ``interpolated_inv_freq`` and
+``ntk_inv_freq`` substituted (``Student.substitute``), and passes when that run is right (``base.on_its_own``).
+bits_per_byte is given the shipped weights in a model with dropout, in training mode (as after fine-tuning):
+two calls that differ are told apart (``model.eval()`` missing) before any other diagnosis.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import torch
@@ -24,20 +33,38 @@ from torch import nn
 from transformer_course import pretrained
 from transformer_course.data import long_documents
 from transformer_course.evaluate import token_losses
+from transformer_course.model import TransformerLM
 from transformer_course.positions import RopeScaling, rope_cos_sin, rope_inv_freq
 
-from .base import StudentError, call, diagnose, expect_keys, explain, finite_number, mismatch, register, seeded
+from .base import (StudentError, call, diagnose, explain, finite_number, mismatch, on_its_own, randomness,
+                   register, seeded)
 
 MODEL = "course-llama"
+KINDS = ("linear", "ntk")
 # Frequencies span 1 down to ~1e-4: compare relatively; float32 pow is exact to a few ulps (~1e-7).
 FREQ_RTOL, FREQ_ATOL = 1e-5, 1e-9  # atol: 1e-9 is < 1e-4 of the smallest frequency tested (~1.5e-5)
-# Logits of the shipped model are O(10). A correct scaling computed in another order (angles as
-# (p / s) * theta instead of p * (theta / s)) moves the angles by float32 rounding only, which moves the
-# logits by ~1e-5 at these lengths; every known mistake moves them by more than 1e-2.
+# cos and sin of angles p * theta_i for p < 2L = 512: float32 rounds an angle near 512 by ~3e-5, and a correct
+# answer computed in another order ((p / s) * theta, float64 angles stored in float32) by a few such ulps, so
+# correct tables agree to ~1e-4. Every known mistake moves some entry by more than 0.1.
+TABLE_ATOL = 5e-4
+# Logits of the shipped model are O(10). A correct scaling computed in another order moves the angles by float32
+# rounding only, which moves the logits by ~1e-5 at these lengths; every known mistake moves them by more than 1e-2.
 LOGIT_ATOL = 1e-3
 # Bits per byte from float32 log-probabilities summed over a few hundred tokens agree to ~1e-6; the
 # nearest mistake (counting one token too many per sequence) is off by ~1e-2.
 BPB_ATOL = 1e-4
+# The second model of apply_scaling: random weights (only its RoPE is read), head_dim 64 / 4 = 16, Llama 3's base.
+OTHER = dict(name="ex5-check", n_layer=1, n_embd=64, n_head=4, n_kv_head=2, ffn_hidden=128, context_length=48,
+             rope_base=500000.0)
+OTHER_WHAT = "a second TransformerLM (head_dim 16, RoPE base 500000, context_length 48: the check's, not the shipped one)"
+DROPOUT = 0.1  # the model given to bits_per_byte: the shipped weights with dropout, in training mode
+UNKNOWN_KIND = "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def _documents():
+    """The held-out documents, read once per process (every case slices them; nothing is given out uncopied)."""
+    return long_documents()
 
 
 def _base_freqs(D: int, base: float) -> torch.Tensor:
@@ -48,43 +75,56 @@ def _ntk_ref(D: int, base: float, factor: float) -> torch.Tensor:
     return rope_inv_freq(D, base, RopeScaling("ntk", factor, original_context_length=1))[0]
 
 
-def _freqs_from_base(D: int, base: float) -> torch.Tensor:
-    i2 = torch.arange(0, D, 2, dtype=torch.float64)
-    return (base ** (-i2 / D)).float()
+def _freqs_from_base(D: int, base: float, step: int = 2) -> torch.Tensor:
+    """base^(-step * i / D) for i = 0 .. D/2 - 1: step 2 is right, step 1 the missing factor 2. Computed as a
+    student computes it, a Python float to a float32 power: a base that overflows float32 (factor^d for d = 128)
+    gives the same zeros."""
+    return base ** -(torch.arange(D // 2, dtype=torch.float32) * step / D)
+
+
+def reference_interpolated_inv_freq(inv_freq, factor):
+    """The grader's interpolated_inv_freq, substituted to judge apply_scaling on its own."""
+    return inv_freq / factor
+
+
+def reference_ntk_inv_freq(head_dim, base=10000.0, factor=1.0):
+    """The grader's ntk_inv_freq, substituted to judge apply_scaling on its own."""
+    return _ntk_ref(head_dim, base, factor)
 
 
 # --------------------------------------------------------------------------------------------------
 # Part 1: position interpolation
 # --------------------------------------------------------------------------------------------------
 @register("ex5.interpolation", "position interpolation: inv_freq / factor",
-          where="the `interpolated_inv_freq` cell (part 1)")
+          where="the `interpolated_inv_freq` cell (part 1)",
+          params=dict(D=32, base=10000.0, factor=4.0), outputs=("scaled", "identity", "inv_freq_after"))
 class Interpolation:
     @staticmethod
-    def run(student, D=32, base=10000.0, factor=4.0):
+    def run(student, p):
         f = student.get("interpolated_inv_freq", "(inv_freq, factor)")
-        inv_freq = _base_freqs(D, base)
-        out = {"scaled": torch.as_tensor(call(f, inv_freq, factor)),
-               "identity": torch.as_tensor(call(f, _base_freqs(D, base), 1.0))}
+        inv_freq = _base_freqs(p.D, p.base)
+        out = {"scaled": torch.as_tensor(call(f, inv_freq, p.factor)),
+               "identity": torch.as_tensor(call(f, _base_freqs(p.D, p.base), 1.0))}
         out["inv_freq_after"] = inv_freq  # must come back unchanged
         return out
 
     @staticmethod
-    def judge(got, D=32, base=10000.0, factor=4.0):
-        missing = expect_keys(got, ["scaled", "identity", "inv_freq_after"])
-        if missing:
-            return missing
+    def judge(got, p):
+        D, base = p.D, p.base
         inv = _base_freqs(D, base)
         problems = []
         if mismatch(got["inv_freq_after"], inv, "inv_freq", atol=0.0):
             problems.append("interpolated_inv_freq changed the inv_freq passed in (in place, e.g. `inv_freq /= factor`): "
                             "return a new tensor; in apply_scaling the tensor passed in is the original model's buffer")
-        for key, s in (("scaled", factor), ("identity", 1.0)):
+        for key, s in (("scaled", p.factor), ("identity", 1.0)):
             problem = mismatch(got[key], inv / s, f"interpolated_inv_freq(inv_freq, {s:g})", atol=FREQ_ATOL, rtol=FREQ_RTOL)
             if problem:
                 hint = diagnose(got[key], [
                     ("the frequencies are multiplied by the factor, which multiplies the positions; position "
                      "interpolation divides the positions by the factor, i.e. inv_freq / factor", lambda: inv * s),
                     ("inv_freq is returned unchanged", lambda: inv),
+                    ("the division is a floor division (//), which rounds every frequency below 1 down to 0: "
+                     "use true division, inv_freq / factor", lambda: torch.div(inv, s, rounding_mode="floor")),
                     ("every frequency is divided by factor^(d/(d-2)): that exponent belongs to NTK's base, not to PI; "
                      "PI divides every frequency by exactly the factor", lambda: inv / s ** (D / (D - 2))),
                     ("the base was scaled (base * factor) instead of the positions: PI divides every frequency by the factor",
@@ -97,45 +137,59 @@ class Interpolation:
 # --------------------------------------------------------------------------------------------------
 # Part 2: NTK-aware scaling
 # --------------------------------------------------------------------------------------------------
-@register("ex5.ntk", "NTK-aware frequencies: base * factor^(d/(d-2))", where="the `ntk_inv_freq` cell (part 2)")
+def _ntk_mistakes(D: int, base: float, s: float):
+    inv = _base_freqs(D, base)
+    e = D / (D - 2)
+    mistakes = [
+        ("the exponent of the factor is d/(d-1); NTK-aware scaling uses base' = base * factor^(d/(d-2)), "
+         "so that the lowest frequency (i = d/2 - 1) is divided by exactly the factor",
+         lambda: _freqs_from_base(D, base * s ** (D / (D - 1)))),
+        ("the exponent of the factor is (d-2)/d; it is d/(d-2): base' = base * factor^(d/(d-2))",
+         lambda: _freqs_from_base(D, base * s ** ((D - 2) / D))),
+        ("the base is multiplied by the factor without the exponent d/(d-2): base' = base * factor^(d/(d-2))",
+         lambda: _freqs_from_base(D, base * s)),
+        ("operator precedence: `factor ** head_dim / (head_dim - 2)` is factor^d divided by (d - 2); the exponent "
+         "needs parentheses, factor ** (head_dim / (head_dim - 2))", lambda: _freqs_from_base(D, base * s ** D / (D - 2))),
+        ("the exponent d/(d-2) is applied to base * factor; only the factor is raised to it: "
+         "base' = base * factor ** (d / (d - 2))", lambda: _freqs_from_base(D, (base * s) ** e)),
+        ("the exponents are -i/d for i = 0 .. d/2 - 1; they are -2i/d (torch.arange(0, head_dim, 2) / head_dim)",
+         lambda: _freqs_from_base(D, base * s ** e, step=1)),
+        ("factor^(d/(d-2)) divides every frequency directly; NTK scales the base instead, so that "
+         "the highest frequency stays 1 and only the low ones are slowed",
+         lambda: inv / s ** e),
+        ("every frequency is divided by the factor: that is position interpolation, not NTK",
+         lambda: inv / s),
+        ("the base is divided by the scale: NTK enlarges the base (base * factor^(d/(d-2)))",
+         lambda: _freqs_from_base(D, base / s ** e)),
+        ("the frequencies are not inverted: base'^(+2i/d) instead of base'^(-2i/d)",
+         lambda: (1 / _ntk_ref(D, base, s).double()).float()),
+    ]
+    if base != 10000.0:
+        mistakes.append((f"the base argument is ignored (10000 is used): base' = base * factor^(d/(d-2)) with the base "
+                         f"passed in ({base:g} here)", lambda: _ntk_ref(D, 10000.0, s)))
+    return mistakes
+
+
+@register("ex5.ntk", "NTK-aware frequencies: base * factor^(d/(d-2))", where="the `ntk_inv_freq` cell (part 2)",
+          params=dict(D=32, base=10000.0, factor=4.0), outputs=("scaled", "identity"))
 class Ntk:
     @staticmethod
-    def run(student, D=32, base=10000.0, factor=4.0):
+    def run(student, p):
         f = student.get("ntk_inv_freq", "(head_dim, base=10000.0, factor=1.0)")
-        return {"scaled": torch.as_tensor(call(f, D, base, factor)),
-                "identity": torch.as_tensor(call(f, D, base, 1.0))}
+        return {"scaled": torch.as_tensor(call(f, p.D, p.base, p.factor)),
+                "identity": torch.as_tensor(call(f, p.D, p.base, 1.0))}
 
     @staticmethod
-    def judge(got, D=32, base=10000.0, factor=4.0):
-        missing = expect_keys(got, ["scaled", "identity"])
-        if missing:
-            return missing
+    def judge(got, p):
+        D, base = p.D, p.base
         problems = []
-        for key, s in (("scaled", factor), ("identity", 1.0)):
+        for key, s in (("scaled", p.factor), ("identity", 1.0)):
             want = _ntk_ref(D, base, s)
             problem = mismatch(got[key], want, f"ntk_inv_freq({D}, {base:g}, {s:g})", atol=FREQ_ATOL, rtol=FREQ_RTOL)
             if problem:
-                inv = _base_freqs(D, base)
-                hint = diagnose(got[key], [
-                    ("the exponent of the factor is d/(d-1); NTK-aware scaling uses base' = base * factor^(d/(d-2)), "
-                     "so that the lowest frequency (i = d/2 - 1) is divided by exactly the factor",
-                     lambda: _freqs_from_base(D, base * s ** (D / (D - 1)))),
-                    ("the exponent of the factor is (d-2)/d; it is d/(d-2): base' = base * factor^(d/(d-2))",
-                     lambda: _freqs_from_base(D, base * s ** ((D - 2) / D))),
-                    ("the base is multiplied by the factor without the exponent d/(d-2): base' = base * factor^(d/(d-2))",
-                     lambda: _freqs_from_base(D, base * s)),
-                    ("factor^(d/(d-2)) divides every frequency directly; NTK scales the base instead, so that "
-                     "the highest frequency stays 1 and only the low ones are slowed",
-                     lambda: inv / s ** (D / (D - 2))),
-                    ("every frequency is divided by the factor: that is position interpolation, not NTK",
-                     lambda: inv / s),
-                    ("the base is divided by the scale: NTK enlarges the base (base * factor^(d/(d-2)))",
-                     lambda: _freqs_from_base(D, base / s ** (D / (D - 2)))),
-                    ("the frequencies are not inverted: base'^(+2i/d) instead of base'^(-2i/d)",
-                     lambda: (1 / _ntk_ref(D, base, s).double()).float()),
-                ], atol=1e-6)
+                hint = diagnose(got[key], _ntk_mistakes(D, base, s), atol=1e-6)
                 g = got[key]
-                if hint is None and g.shape == want.shape and torch.isfinite(g).all():
+                if hint is None and isinstance(g, torch.Tensor) and g.shape == want.shape and torch.isfinite(g).all():
                     hint = (f"check the two ends: theta_0 must stay 1 (yours {float(g[0]):.4g}) and the last frequency "
                             f"must be the original one divided by the factor ({float(want[-1]):.4g}; yours {float(g[-1]):.4g})")
                 problems.append(explain(problem, hint))
@@ -147,14 +201,176 @@ class Ntk:
 # --------------------------------------------------------------------------------------------------
 def _ids(seed: int, T: int) -> torch.Tensor:
     """(1, T) tokens from a seeded place of a seeded held-out document."""
-    docs = long_documents()
+    docs = _documents()
     gen = seeded(seed)
     _, doc = docs[int(torch.randint(len(docs), (1,), generator=gen))]
     start = int(torch.randint(len(doc) - T, (1,), generator=gen))
     return doc[start:start + T].long()[None]
 
 
-def _logits_with(model, ids, inv_freq, *, layout="half"):
+def _scaling_inputs(p):
+    """The shipped model and the (1, T) held-out tokens of a case: the same in both halves."""
+    return pretrained.load(MODEL), _ids(p.seed, p.T)
+
+
+def _other_model(config) -> TransformerLM:
+    """The second model: OTHER's shapes and base, seeded random weights (its RoPE is all that is read)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return TransformerLM(dataclasses.replace(config, **OTHER)).eval()
+
+
+def _reads(model, L: int) -> torch.Tensor:
+    """What ``model.rope`` gives: cos, sin at the positions 0..L-1 (the cached tables) and L..2L-1 (computed from
+    inv_freq), stacked (4, L, head_dim). L is the original model's context length."""
+    rope = getattr(model, "rope", None)
+    if rope is None:
+        raise StudentError("the model apply_scaling returned has no `rope`: return the copy of model, with its "
+                           "RoPE module model.rope changed, not another object")
+    with torch.no_grad():
+        reads = [*rope(torch.arange(L)), *rope(torch.arange(L, 2 * L))]
+    if len({tuple(r.shape) for r in reads}) != 1:
+        raise StudentError(f"the RoPE of the model apply_scaling returned gives cos/sin of shapes "
+                           f"{[tuple(r.shape) for r in reads]} below and past context_length: build cos_cached and "
+                           "sin_cached of shape (context_length, head_dim) from the same frequencies as inv_freq")
+    return torch.stack([r.float() for r in reads])
+
+
+def _scaled(apply_scaling, model, kind: str, factor: float):
+    scaled = call(apply_scaling, model, kind, factor)
+    if not isinstance(scaled, nn.Module):
+        raise StudentError(f"apply_scaling(model, {kind!r}, {factor}) returned {type(scaled).__name__}; "
+                           "it must return the scaled model (a copy of model with new RoPE frequencies).")
+    return scaled
+
+
+# What one run of apply_scaling gives: the logits (own run only), the RoPE reads (``_reads``) of each scaled model,
+# of the model passed in afterwards and of the second model scaled, and what an unknown kind did.
+SCALING_OUTPUTS = ("linear", "ntk", "linear_rope", "ntk_rope", "unknown_kind", "original_rope", "other_linear_rope",
+                   "other_ntk_rope")
+
+
+def _scale_everything(student, p, *, logits: bool = True):
+    """Every output of one run of apply_scaling (with whatever interpolated_inv_freq / ntk_inv_freq are defined);
+    the logits only with ``logits`` (the run with the reference frequencies is judged on the RoPE alone)."""
+    apply_scaling = student.get("apply_scaling", "(model, kind, factor)")
+    model, ids = _scaling_inputs(p)  # a fresh model each run: a run may have changed the one before
+    L = model.config.context_length
+    out = {}
+    for kind in KINDS:
+        scaled = _scaled(apply_scaling, model, kind, p.factor)
+        if logits:
+            with torch.no_grad():
+                out[kind] = scaled.eval()(ids)  # (1, T, vocab)
+        out[f"{kind}_rope"] = _reads(scaled, L)
+    try:
+        call(apply_scaling, model, UNKNOWN_KIND, p.factor)
+        out["unknown_kind"] = torch.tensor(0)  # returned something
+    except ValueError:
+        out["unknown_kind"] = torch.tensor(1)
+    except StudentError:
+        raise
+    except Exception:  # noqa: BLE001 - another error than the ValueError the spec asks for
+        out["unknown_kind"] = torch.tensor(2)
+    out["original_rope"] = _reads(model, L)  # the model passed in must be left as it was
+    other = _other_model(model.config)
+    for kind in KINDS:
+        out[f"other_{kind}_rope"] = _reads(_scaled(apply_scaling, other, kind, p.factor), OTHER["context_length"])
+    return out
+
+
+def _own_and_alone(student, compute, **references):
+    """``compute(True)`` with the student's earlier parts and ``compute(False)`` with ``references`` substituted:
+    the keys of the second run are prefixed ``alone_``. A run that raises is flagged (``own_failed``,
+    ``alone_failed``) and its outputs left empty; when both raise, the student's own error is the one reported."""
+    try:
+        with student.substitute(**references):
+            alone = compute(False)
+    except Exception:  # noqa: BLE001 - the student's own run reports its error if it fails as well
+        alone = None
+    try:
+        own, own_error = compute(True), None
+    except Exception as err:  # noqa: BLE001
+        own, own_error = None, err
+    if own is None and alone is None:
+        raise own_error
+    out = {k: own[k] if own else torch.empty(0) for k in SCALING_OUTPUTS}
+    out.update({f"alone_{k}": alone[k] if alone else torch.empty(0) for k in SCALING_OUTPUTS if k not in KINDS})
+    out["own_failed"], out["alone_failed"] = torch.tensor(int(own is None)), torch.tensor(int(alone is None))
+    return out
+
+
+def _tables(L: int, table_freq, held_freq, *, layout="half", cos_freq=None, sin_freq=None) -> torch.Tensor:
+    """What a RoPE module gives (``_reads``) whose tables hold ``table_freq`` (cos from ``cos_freq``, sin from
+    ``sin_freq`` where given, in ``layout``) and whose inv_freq is ``held_freq``."""
+    below, past = torch.arange(L), torch.arange(L, 2 * L)
+    cos = rope_cos_sin(below, table_freq if cos_freq is None else cos_freq, layout=layout)[0]
+    sin = rope_cos_sin(below, table_freq if sin_freq is None else sin_freq, layout=layout)[1]
+    return torch.stack((cos, sin, *rope_cos_sin(past, held_freq)))
+
+
+def _scaled_freqs(kind: str, D: int, base: float, s: float, L: int) -> torch.Tensor:
+    freq, attention_factor = rope_inv_freq(D, base, RopeScaling(kind, s, original_context_length=L))
+    assert attention_factor == 1.0  # PI and NTK leave the logit scale alone (YaRN would not)
+    return freq
+
+
+def _table_mistakes(kind: str, D: int, base: float, s: float, L: int):
+    """The mistakes of apply_scaling, as what the scaled model's RoPE gives (``_reads``)."""
+    inv, want = _base_freqs(D, base), _scaled_freqs(kind, D, base, s, L)
+    other_kind = _scaled_freqs("ntk" if kind == "linear" else "linear", D, base, s, L)
+    mistakes = [
+        ("the RoPE of the copy was not changed at all: set rope.inv_freq and rebuild rope.cos_cached and "
+         "rope.sin_cached (rope = the copy's model.rope)", lambda: _tables(L, inv, inv)),
+        ("cos_cached and sin_cached were not rebuilt: inputs up to context_length read these tables, which still hold "
+         "the original frequencies; rebuild both from the new frequencies (inv_freq alone only serves longer inputs)",
+         lambda: _tables(L, inv, want)),
+        ("rope.inv_freq was not set: inputs longer than context_length are computed from it at every position, so "
+         "they still use the original frequencies; set rope.inv_freq to the new frequencies as well as the tables",
+         lambda: _tables(L, want, inv)),
+        ("only cos_cached was rebuilt: sin_cached still holds the original table; rebuild both",
+         lambda: _tables(L, want, want, sin_freq=inv)),
+        ("only sin_cached was rebuilt: cos_cached still holds the original table; rebuild both",
+         lambda: _tables(L, want, want, cos_freq=inv)),
+        ("the factor is applied twice in the tables: their positions are divided by the factor and multiplied by "
+         "frequencies that are already scaled; build them from torch.arange(context_length) times the new frequencies",
+         lambda: _tables(L, want / s, want)),
+        ("the cos/sin tables are in the interleaved layout (angles repeated side by side); the model "
+         "pairs coordinate i with i + head_dim/2, so the tables are torch.cat((angles, angles), dim=-1)",
+         lambda: _tables(L, want, want, layout="interleaved")),
+        (f"kind={kind!r} applies the other method's frequencies: 'linear' is position interpolation "
+         "(interpolated_inv_freq), 'ntk' the NTK-aware base (ntk_inv_freq)", lambda: _tables(L, other_kind, other_kind)),
+    ]
+    if kind == "linear":
+        return mistakes + [
+            ("the positions are multiplied by the factor instead of divided (PI divides inv_freq by the factor)",
+             lambda: _tables(L, inv * s, inv * s)),
+            ("the base was scaled (base * factor) instead of the positions: PI divides every frequency by the factor",
+             lambda: (lambda f: _tables(L, f, f))(_freqs_from_base(D, base * s))),
+        ]
+    wrong_base = [("ntk_inv_freq was given the factor as its base (ntk_inv_freq(head_dim, factor)): its second "
+                   "argument is the base; call ntk_inv_freq(rope.head_dim, rope.base, factor)",
+                   lambda: (lambda f: _tables(L, f, f))(_base_freqs(D, s)))]
+    if base != 10000.0:
+        wrong_base.append((f"the NTK frequencies use the default base 10000, not the model's ({base:g}): pass "
+                           "rope.base to ntk_inv_freq", lambda: (lambda f: _tables(L, f, f))(_ntk_ref(D, 10000.0, s))))
+    return mistakes + wrong_base
+
+
+def _where(got, want, L: int) -> str:
+    """Which half of the RoPE reads is wrong, when no known mistake matches."""
+    if not (isinstance(got, torch.Tensor) and got.shape == want.shape):
+        return ""
+    below = torch.allclose(got[:2].double(), want[:2].double(), atol=TABLE_ATOL)
+    past = torch.allclose(got[2:].double(), want[2:].double(), atol=TABLE_ATOL)
+    if below and not past:
+        return f"positions 0..{L - 1} (the tables) are right, those past context_length (computed from rope.inv_freq) are not"
+    if past and not below:
+        return f"positions from {L} on (computed from rope.inv_freq) are right, those below (cos_cached, sin_cached) are not"
+    return ""
+
+
+def _logits_with(model, ids, inv_freq):
     """Logits of ``model`` with its RoPE tables and ``inv_freq`` built from ``inv_freq``; restored afterwards.
 
     This is what ``with_rope_scaling`` builds (``RotaryEmbedding`` fills the same buffers with
@@ -162,7 +378,7 @@ def _logits_with(model, ids, inv_freq, *, layout="half"):
     rope = model.rope
     saved = rope.inv_freq, rope.cos_cached, rope.sin_cached
     try:
-        rope.cos_cached, rope.sin_cached = rope_cos_sin(torch.arange(rope.context_length), inv_freq, layout=layout)
+        rope.cos_cached, rope.sin_cached = rope_cos_sin(torch.arange(rope.context_length), inv_freq)
         rope.inv_freq = inv_freq
         with torch.no_grad():
             return model(ids)
@@ -170,105 +386,124 @@ def _logits_with(model, ids, inv_freq, *, layout="half"):
         rope.inv_freq, rope.cos_cached, rope.sin_cached = saved
 
 
+def _judge_scaling_set(got, p, model, want_logits):
+    """The problems of one run of apply_scaling, as (what they concern, problem) pairs."""
+    c = model.config
+    L, D, base, s = c.context_length, c.head_dim, c.rope_base, float(p.factor)
+    problems = []
+    for kind in KINDS:
+        want = _tables(L, *(2 * (_scaled_freqs(kind, D, base, s, L),)))
+        what = f"the RoPE of apply_scaling(model, {kind!r}, {s:g}) at positions 0..{2 * L - 1}"
+        problem = mismatch(got[f"{kind}_rope"], want, what, atol=TABLE_ATOL)
+        if problem:
+            hint = diagnose(got[f"{kind}_rope"], _table_mistakes(kind, D, base, s, L), atol=TABLE_ATOL)
+            problems.append((kind, explain(problem, hint or _where(got[f"{kind}_rope"], want, L))))
+            continue
+        if want_logits is None:
+            continue  # the run with the reference frequencies: judged on the RoPE
+        problem = mismatch(got[kind], want_logits[kind], f"logits of apply_scaling(model, {kind!r}, {s:g}) on "
+                           f"{p.T} tokens", atol=LOGIT_ATOL)
+        if problem:  # not a matter of the frequencies: judged on the student's own run only
+            problems.append(("logits", explain(problem, "the RoPE of the scaled model is right but its logits are not: "
+                                                    "apply_scaling must change model.rope only, in a copy of the model "
+                                                    "with the same weights")))
+    unscaled = _tables(L, _base_freqs(D, base), _base_freqs(D, base))
+    problem = mismatch(got["original_rope"], unscaled, "the RoPE of the model passed in, after apply_scaling",
+                       atol=TABLE_ATOL)
+    if problem:
+        problems.append(("original", explain(problem, (
+            "apply_scaling changed the model passed in: `scaled = model`, or copy.copy(model) (a shallow copy shares "
+            "model.rope with the original), or an in-place change of model.rope.inv_freq; scale "
+            "copy.deepcopy(model) and return it, so that the original keeps its frequencies"))))
+    raised = int(got["unknown_kind"])
+    if raised != 1:
+        problems.append(("unknown", f"apply_scaling(model, {UNKNOWN_KIND!r}, {s:g}) "
+                         f"{'returned a model' if raised == 0 else 'raised another error than ValueError'}: any kind "
+                         "other than 'linear' and 'ntk' must raise a ValueError that names the two kinds"))
+    L2, D2, base2 = OTHER["context_length"], OTHER["n_embd"] // OTHER["n_head"], OTHER["rope_base"]
+    for kind in KINDS:
+        if any(tag == kind for tag, _ in problems):
+            continue  # the same mistake, said once: the second model tells only what the shipped one cannot
+        want = _tables(L2, *(2 * (_scaled_freqs(kind, D2, base2, s, L2),)))
+        g = got[f"other_{kind}_rope"]
+        problem = mismatch(g, want, f"the RoPE of apply_scaling(m, {kind!r}, {s:g}) with m {OTHER_WHAT}", atol=TABLE_ATOL)
+        if problem:
+            if isinstance(g, torch.Tensor) and g.dim() == 3 and g.shape[-1] != D2:
+                hint = (f"the frequencies were computed for head_dim {g.shape[-1]}, not for this model's {D2}: read "
+                        "head_dim (and base) from model.rope, not from the shipped model's numbers")
+            else:
+                hint = diagnose(g, _table_mistakes(kind, D2, base2, s, L2), atol=TABLE_ATOL) or _where(g, want, L2)
+            problems.append((f"other_{kind}", explain(problem, hint)))
+    return problems
+
+
 @register("ex5.apply_scaling", "apply_scaling on the shipped model (PI and NTK)",
-          where="the `apply_scaling` cell (part 3)")
+          where="the `apply_scaling` cell (part 3)",
+          params=dict(seed=0, T=300, factor=2.0),  # T past the training length (256): every position reads inv_freq
+          outputs=SCALING_OUTPUTS + ("own_failed", "alone_failed"))
 class ApplyScaling:
     @staticmethod
-    def run(student, seed=0, T=128, factor=2.0):
-        apply_scaling = student.get("apply_scaling", "(model, kind, factor)")
-        model = pretrained.load(MODEL)
-        ids = _ids(seed, T)
-        out = {}
-        for kind in ("linear", "ntk"):
-            scaled = call(apply_scaling, model, kind, factor)
-            if not isinstance(scaled, nn.Module):
-                raise StudentError(f"apply_scaling(model, {kind!r}, {factor}) returned {type(scaled).__name__}; "
-                                   "it must return the scaled model (a copy of model with new RoPE frequencies).")
-            with torch.no_grad():
-                out[kind] = scaled.eval()(ids)
-        with torch.no_grad():
-            out["original"] = model.eval()(ids)  # the model passed in must be left as it was
-        return out
+    def run(student, p):
+        return _own_and_alone(student, lambda logits: _scale_everything(student, p, logits=logits),
+                              interpolated_inv_freq=reference_interpolated_inv_freq,
+                              ntk_inv_freq=reference_ntk_inv_freq)
 
     @staticmethod
-    def judge(got, seed=0, T=128, factor=2.0):
-        missing = expect_keys(got, ["linear", "ntk", "original"])
-        if missing:
-            return missing
-        model = pretrained.load(MODEL)
-        ids = _ids(seed, T)
+    def judge(got, p):
+        model, ids = _scaling_inputs(p)
         c = model.config
-        L, D, base = c.context_length, c.head_dim, c.rope_base
-        s = float(factor)
-        inv = _base_freqs(D, base)
-        with torch.no_grad():
-            unscaled = model(ids)
-        problems = []
-        problem = mismatch(got["original"], unscaled, "the original model's logits after apply_scaling", atol=LOGIT_ATOL)
-        if problem:
-            changed = got["original"].shape == unscaled.shape  # the right shape, other values: the model was modified
-            problems.append(explain(problem, "apply_scaling changed the model passed in: scale a copy "
-                                             "(copy.deepcopy(model)) and return it, so the original can be compared"
-                                    if changed else None))
-        same = ("the scaled model gives the same logits as the original: its RoPE was not changed where the model "
-                "reads it. Positions below context_length come from the cached tables rope.cos_cached and "
-                "rope.sin_cached, later ones from rope.inv_freq (rope = model.rope): set all three")
-        interleaved = ("the cos/sin tables are in the interleaved layout (angles repeated side by side); the model "
-                       "pairs coordinate i with i + head_dim/2, so the tables are torch.cat((angles, angles), dim=-1)")
-        mistakes = {
-            "linear": [
-                ("the positions are multiplied by the factor instead of divided (PI divides inv_freq by the factor)",
-                 lambda: _logits_with(model, ids, inv * s)),
-                ("kind='linear' applies the NTK frequencies: 'linear' is position interpolation (inv_freq / factor)",
-                 lambda: _logits_with(model, ids, _ntk_ref(D, base, s))),
-                ("the base was scaled (base * factor) instead of the positions: PI divides every frequency by the factor",
-                 lambda: _logits_with(model, ids, _freqs_from_base(D, base * s))),
-                (interleaved, lambda: _logits_with(model, ids, inv / s, layout="interleaved")),
-            ],
-            "ntk": [
-                ("kind='ntk' applies position interpolation: NTK enlarges the base (ntk_inv_freq)",
-                 lambda: _logits_with(model, ids, inv / s)),
-                ("the NTK exponent is wrong or missing: base' = base * factor^(d/(d-2))",
-                 lambda: _logits_with(model, ids, _freqs_from_base(D, base * s))),
-                ("the NTK exponent is wrong: base' = base * factor^(d/(d-2)), not d/(d-1)",
-                 lambda: _logits_with(model, ids, _freqs_from_base(D, base * s ** (D / (D - 1))))),
-                ("factor^(d/(d-2)) divides every frequency directly; NTK scales the base",
-                 lambda: _logits_with(model, ids, inv / s ** (D / (D - 2)))),
-                (interleaved, lambda: _logits_with(model, ids, _ntk_ref(D, base, s), layout="interleaved")),
-            ],
-        }
-        for kind in ("linear", "ntk"):
-            scaled_freq, attention_factor = rope_inv_freq(D, base, RopeScaling(kind, s, original_context_length=L))
-            assert attention_factor == 1.0  # PI and NTK leave the logit scale alone (YaRN would not)
-            want = _logits_with(model, ids, scaled_freq)  # the model with_rope_scaling would build
-            problem = mismatch(got[kind], want, f"logits of apply_scaling(model, {kind!r}, {s:g})", atol=LOGIT_ATOL)
-            if problem:
-                hint = None
-                if s != 1.0 and got[kind].shape == unscaled.shape and torch.allclose(got[kind].double(), unscaled.double(), atol=LOGIT_ATOL):
-                    hint = same
-                problems.append(explain(problem, hint or diagnose(got[kind], mistakes[kind], atol=LOGIT_ATOL)))
-        return problems
+        want_logits = {kind: _logits_with(model, ids, _scaled_freqs(kind, c.head_dim, c.rope_base, float(p.factor),
+                                                                    c.context_length)) for kind in KINDS}
+        dependency = {"linear": "interpolated_inv_freq", "other_linear": "interpolated_inv_freq",
+                      "original": "interpolated_inv_freq", "ntk": "ntk_inv_freq", "other_ntk": "ntk_inv_freq"}
+        if int(got["own_failed"]):
+            own = [("", "apply_scaling raised an error with your interpolated_inv_freq / ntk_inv_freq; "
+                        "run the test cells of parts 1 and 2 for their messages")]
+        else:
+            own = _judge_scaling_set(got, p, model, want_logits)
+        if int(got["alone_failed"]):
+            return [problem for _, problem in own]
+        alone = _judge_scaling_set({k[len("alone_"):]: v for k, v in got.items() if k.startswith("alone_")},
+                                   p, model, None)
+        names = sorted({dependency[tag] for tag, _ in own if tag in dependency}) or \
+            ["interpolated_inv_freq", "ntk_inv_freq"]
+        verdict = on_its_own([problem for tag, problem in own if tag != "logits"], [problem for _, problem in alone],
+                             "apply_scaling", " and ".join(names))
+        return [problem for tag, problem in own if tag == "logits"] + verdict
 
 
 # --------------------------------------------------------------------------------------------------
 # Part 4: bits per byte
 # --------------------------------------------------------------------------------------------------
-def _sequences(seed: int, n_seq: int):
+def _sequences(seed: int, n_seq: int, L: int):
     """``n_seq`` uint8 slices of held-out documents, of clearly different lengths (so that averaging per
-    sequence and per token disagree)."""
-    docs = long_documents()
+    sequence and per token disagree); the last one is longer than the training length L."""
+    docs = _documents()
     gen = seeded(seed + 7)
     out = []
     for j in range(n_seq):
-        n = 24 + 53 * j + int(torch.randint(0, 20, (1,), generator=gen))  # tokens, first one never predicted
+        jitter = int(torch.randint(0, 20, (1,), generator=gen))
+        n = L + 24 + jitter if j == n_seq - 1 else 24 + 53 * j + jitter  # tokens, the first one never predicted
         _, doc = docs[int(torch.randint(len(docs), (1,), generator=gen))]
         start = int(torch.randint(len(doc) - n, (1,), generator=gen))
-        out.append(doc[start:start + n])
+        out.append(doc[start:start + n].clone())  # a copy: the student's code may change it in place
     return out
 
 
-def _per_seq_losses(model, sequences, *, current_token=False):
-    """Per-sequence next-token losses in nats (the reference: evaluate.token_losses)."""
+def _with_dropout(model) -> TransformerLM:
+    """``model`` with dropout, in training mode, as a model comes out of fine-tuning: the modules TransformerLM
+    builds for ``config.dropout > 0`` (on the embeddings and each block's residual branches), put in place of
+    the identities it builds for 0, without initialising a second set of weights."""
+    model.config = dataclasses.replace(model.config, dropout=DROPOUT)
+    model.emb_dropout = nn.Dropout(DROPOUT)
+    for block in model.blocks:
+        block.dropout = nn.Dropout(DROPOUT)
+    return model.train()
+
+
+def _per_seq_losses(model, sequences, *, current_token=False, keep=None):
+    """Per-sequence next-token losses in nats (the reference: evaluate.token_losses); ``keep`` tokens of each."""
+    sequences = [s[:keep] for s in sequences]
     if not current_token:
         return [token_losses(model, s.long()[None])[0] for s in sequences]
     out = []
@@ -280,48 +515,87 @@ def _per_seq_losses(model, sequences, *, current_token=False):
     return out
 
 
-@register("ex5.bits_per_byte", "bits per byte of a model over sequences", where="the `bits_per_byte` cell (part 4)")
+def _value(value) -> torch.Tensor:
+    """A number (a float, or a tensor of one element) as a 0-d float64 tensor; anything else as NaN."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().reshape(-1)[0].item() if value.numel() == 1 else float("nan")
+    try:
+        return torch.tensor(float(value), dtype=torch.float64)
+    except (TypeError, ValueError):
+        return torch.tensor(float("nan"), dtype=torch.float64)
+
+
+@register("ex5.bits_per_byte", "bits per byte of a model over sequences", where="the `bits_per_byte` cell (part 4)",
+          params=dict(seed=0, n_seq=3), outputs=("bits_per_byte", "once", "again"))
 class BitsPerByte:
     @staticmethod
-    def run(student, seed=0, n_seq=3):
+    def run(student, p):
         bits_per_byte = student.get("bits_per_byte", "(model, sequences)")
-        model = pretrained.load(MODEL)
-        value = call(bits_per_byte, model, _sequences(seed, n_seq))
-        if isinstance(value, torch.Tensor):
-            value = value.detach().reshape(-1)[0].item() if value.numel() == 1 else float("nan")
-        return {"bits_per_byte": torch.tensor(float(value), dtype=torch.float64)}
+        shipped = pretrained.load(MODEL)
+        model, seqs = _with_dropout(shipped), _sequences(p.seed, p.n_seq, shipped.config.context_length)
+        try:  # the shortest sequence twice: dropout left on is told apart, cheaply
+            once, again = call(bits_per_byte, model, seqs[:1]), call(bits_per_byte, model, seqs[:1])
+            value = call(bits_per_byte, model, seqs)
+        except (ValueError, TypeError, RuntimeError, IndexError) as err:
+            if "uint8" in str(err) or "Byte" in str(err):
+                raise StudentError(f"bits_per_byte failed on uint8 sequences ({err}): the tokens come as bytes "
+                                   "(uint8); convert each sequence with .long() before the model and "
+                                   "F.cross_entropy") from None
+            raise
+        return {"bits_per_byte": _value(value), "once": _value(once), "again": _value(again)}
 
     @staticmethod
-    def judge(got, seed=0, n_seq=3):
-        missing = expect_keys(got, ["bits_per_byte"])
-        if missing:
-            return missing
-        model = pretrained.load(MODEL)
-        seqs = _sequences(seed, n_seq)
+    def judge(got, p):
+        model = pretrained.load(MODEL)  # the check's model in eval mode: no dropout
+        L = model.config.context_length
+        seqs = _sequences(p.seed, p.n_seq, L)
+        value, once, again = (got[k].reshape(-1)[:1].double().reshape(()) for k in ("bits_per_byte", "once", "again"))
+        noisy = randomness(once, again, "bits_per_byte(model, sequences[:1])")
+        if noisy:
+            return [explain(noisy, "the model the check passes is in training mode, with dropout (as after "
+                                   "fine-tuning): call model.eval() before the forward passes; torch.no_grad() "
+                                   "alone does not switch dropout off")]
         losses = _per_seq_losses(model, seqs)  # nats, one (n - 1,) tensor per sequence
         total = sum(float(l.double().sum()) for l in losses)
         count = sum(len(l) for l in losses)
         ln2 = math.log(2)
         want = torch.tensor(total / count / ln2, dtype=torch.float64)
-        value = got["bits_per_byte"].reshape(-1)[:1].double().reshape(())
         problem = mismatch(value, want, "bits_per_byte(model, sequences)", atol=BPB_ATOL)
         if not problem:
             return []
         t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+        def cut(keep):  # every sequence cut to its first ``keep`` tokens
+            cut_losses = _per_seq_losses(model, seqs, keep=keep)
+            return t(sum(float(l.double().sum()) for l in cut_losses) / sum(len(l) for l in cut_losses) / ln2)
+
         hint = diagnose(value, [
             ("the result is in nats (natural log): divide the mean loss by ln 2 to get bits",
              lambda: t(total / count)),
+            ("the mean loss went through log2: a loss is already a logarithm (in nats); convert it to bits by "
+             "dividing by ln 2, math.log(2)", lambda: t(math.log2(total / count))),
+            ("the sign is wrong: a loss is minus the log-probability of the target, so bits per byte is positive",
+             lambda: -want),
             ("the result is a perplexity (2^bits or e^nats), not bits per byte", lambda: t(2 ** (total / count / ln2))),
+            ("the result is a perplexity (2^bits or e^nats), not bits per byte", lambda: t(math.exp(total / count))),
             ("the losses are averaged per sequence and then over sequences; average over every predicted token "
              "(total loss / total number of predicted tokens), so long sequences count for more",
              lambda: t(sum(float(l.double().mean()) for l in losses) / len(losses) / ln2)),
+            ("each sequence adds its mean loss (F.cross_entropy averages by default) but the total is divided by the "
+             "number of predicted tokens: add the sum (reduction='sum') of each sequence's losses",
+             lambda: t(sum(float(l.double().mean()) for l in losses) / count / ln2)),
             ("the count is off by one per sequence: a sequence of n tokens has n - 1 predicted tokens (the first "
              "token has no prediction)", lambda: t(total / sum(len(s) for s in seqs) / ln2)),
             ("the targets are not shifted: position t must predict token t + 1 (logits of ids[:-1] against ids[1:])",
              lambda: t(sum(float(l.double().sum()) for l in _per_seq_losses(model, seqs, current_token=True)) / count / ln2)),
+            (f"the sequences are cut to the model's context_length ({L}): read each whole sequence in one pass; "
+             "the model computes RoPE past its training length", lambda: cut(L)),
+            (f"the sequences are cut to the model's context_length ({L}): read each whole sequence in one pass; "
+             "the model computes RoPE past its training length", lambda: cut(L + 1)),
             ("the total is not divided by the number of predicted tokens", lambda: t(total / ln2)),
             ("log base 10 was used: bits need log base 2 (nats / ln 2)", lambda: t(total / count / math.log(10))),
         ], atol=BPB_ATOL)
         if hint is None and not math.isfinite(finite_number(value)):
             hint = "the value is not a finite number: return a Python float (or a 0-d tensor)"
         return [explain(problem, hint)]
+
