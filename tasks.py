@@ -89,8 +89,8 @@ def main(argv: list[str]) -> int:
         print(f"[tasks] ready: `source {BIN / 'activate'}`, then `jupyter lab` or `pytest --grade NOTEBOOK`")
         return 0
     if target == "test":
-        workers = min(2, os.cpu_count() or 1)  # whole files per worker (tests/conftest.py groups them)
-        parallel = ["-n", str(workers), "--dist", "loadgroup"] if workers > 1 else []
+        workers = min(2, os.cpu_count() or 1)  # whole files per worker: each module's fixtures are built once
+        parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
         return run(PY, "-m", "pytest", *parallel, *rest)
     if target == "catalogue":
         return run(PY, "-m", "tests.mutants", *rest)

@@ -46,16 +46,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-SPREAD = {"test_mutants.py"}  # files of independent, seconds-long tests: spread over the workers one by one
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Under ``-n N --dist loadgroup`` (``tasks.py test``) every other file's tests stay together on one
-    worker, so that its module fixtures (a graded batch, a built site) are built once; no CUDA, no CUDA test."""
-    for item in items:
-        if item.path.name not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine); run on a GPU machine to include it")

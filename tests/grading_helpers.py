@@ -158,3 +158,25 @@ def grade_here(assignment: str, nb: dict, *, everything: bool = False):
     from autograder.grade import NotebookResult, grade_submission
 
     return grade_submission(nb, NotebookResult("-", assignment, ""), sandboxed=False, demonstrations=everything)
+
+
+def assert_mutant_caught(assignment: str, mutant) -> None:
+    """A mutant of the catalogue (``tests/mutants``) loses points in its own part, in no other part unless it
+    says so, and the report names the mistake."""
+    from autograder.report import notebook_report
+    from tests.mutants import own_parts
+
+    result = grade_here(assignment, mutate(solution(assignment), mutant.grade_id, mutant.old, mutant.new))
+    report = notebook_report(result)
+    lost = {p.grade_id for p in result.parts if p.points < p.max_points}
+    own = own_parts(assignment, mutant)
+    assert lost & own, f"mutant {mutant.id} was not caught by its own part {sorted(own)}:\n{report}"
+    assert lost <= own | set(mutant.also), f"mutant {mutant.id} also cost {sorted(lost - own)}:\n{report}"
+    assert mutant.hint in report, f"the report does not name the mistake ({mutant.hint!r}):\n{report}"
+
+
+def assert_full_marks(assignment: str, nb: dict) -> None:
+    from autograder.report import notebook_report
+
+    result = grade_here(assignment, nb)
+    assert result.points == result.max_points, notebook_report(result)
