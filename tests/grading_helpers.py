@@ -151,13 +151,13 @@ __all__ = ["ASSIGNMENTS", "REPO", "tool_env", "solution", "release", "mutate", "
 # --------------------------------------------------------------------------------------------------
 # The fast tier: grading in this process (trusted code only: the solutions, the catalogue's mutants)
 # --------------------------------------------------------------------------------------------------
-def grade_here(assignment: str, nb: dict, *, everything: bool = False):
+def grade_here(assignment: str, nb: dict):
     """Grade ``nb`` as ``assignment`` with the hidden tests, in this process (no sandbox, no limits): the
-    same checks and verdicts as ``python -m autograder grade``, in about a second a notebook. The
-    demonstrations run too with ``everything`` (``autograder.grade.graded_steps`` says what they are)."""
+    same checks and verdicts as ``python -m autograder grade``, in about a second a notebook, without the
+    demonstrations no verdict reads (``autograder.grade.graded_steps``)."""
     from autograder.grade import NotebookResult, grade_submission
 
-    return grade_submission(nb, NotebookResult("-", assignment, ""), sandboxed=False, demonstrations=everything)
+    return grade_submission(nb, NotebookResult("-", assignment, ""), sandboxed=False, demonstrations=False)
 
 
 def assert_mutant_caught(assignment: str, mutant) -> None:
