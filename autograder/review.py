@@ -121,6 +121,7 @@ PARTS: Dict[str, Dict[str, Tuple[str, Tuple[str, ...]]]] = {
         "test_ntk": ("part 2", ("ntk_inv_freq",)),
         "test_apply_scaling": ("part 3", ("apply_scaling",)),
         "test_bits_per_byte": ("part 4", ("bits_per_byte",)),
+        "test_passkey_accuracy": ("part 5", ("passkey_accuracy",)),
     },
 }
 
@@ -212,6 +213,9 @@ FORBIDDEN: Dict[str, Tuple[Forbidden, ...]] = {
                   "sin_cached of a copy yourself"),
         Forbidden(PACKAGE_LOSSES, ("test_bits_per_byte",), "the course package's evaluation",
                   "part 4 asks you to compute the loss yourself (F.cross_entropy is fine)"),
+        Forbidden(PACKAGE_LOSSES + ("transformer_course.**.passkey_accuracy",), ("test_passkey_accuracy",),
+                  "the course package's evaluation", "part 5 asks you to decode the keys and score them yourself "
+                  "(transformer_course.generate.generate is fine)"),
     ),
 }
 

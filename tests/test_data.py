@@ -23,6 +23,7 @@ from transformer_course.data import (
     documents,
     load_split,
     long_documents,
+    passkey_prompt_length,
     passkey_sample,
     passkey_training_text,
     random_batch,
@@ -190,7 +191,7 @@ def test_random_batch_windows():
 # --------------------------------------------------------------------------------------------------
 # Passkey retrieval
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("n_tokens", [244, 500, 2048])  # 244: the shortest prompt, no filler
+@pytest.mark.parametrize("n_tokens", [150, 500, 2048])  # 150: the shortest prompt, no filler
 @pytest.mark.parametrize("depth", [0.0, 0.3, 0.5, 1.0])
 def test_passkey_sample_layout(n_tokens, depth):
     s = passkey_sample(n_tokens, depth, random.Random(1))
@@ -229,6 +230,7 @@ def test_passkey_is_deterministic_and_validates():
     assert len(keys) > 15, "different seeds must give different keys"
     key_line = "The pass key is 12345. Remember it. 12345 is the pass key.\n"
     shortest = len(PASSKEY_INTRO) + len(key_line) + len(PASSKEY_QUESTION)
+    assert passkey_prompt_length() == shortest
     assert passkey_sample(shortest, 0.5, random.Random(0)).ids.shape == (shortest,), "no filler at all is allowed"
     with pytest.raises(ValueError, match=f"too short.*{shortest}"):
         passkey_sample(shortest - 1, 0.5, random.Random(0))

@@ -465,6 +465,13 @@ def bits_per_byte(model, sequences):
     losses = torch.cat([token_losses(model, s.long()[None])[0] for s in sequences])
     return losses.mean().item() / math.log(2)
 ''', ("test_bits_per_byte",)),
+    ("ex5_context_extension", "passkey_accuracy", '''
+from transformer_course import evaluate
+
+def passkey_accuracy(model, samples):
+    rows = [evaluate.passkey_accuracy(model, [len(s.ids)], [s.depth]) for s in samples]
+    return sum(r[0]["accuracy"] for r in rows) / len(rows)
+''', ("test_passkey_accuracy",)),
 ]
 
 
@@ -509,6 +516,15 @@ def bits_per_byte(model, sequences):
     nats = sum(F.cross_entropy(model(s.long()[None, :-1])[0], s.long()[1:], reduction="sum").item() for s in sequences)
     return nats / sum(len(s) - 1 for s in sequences) / math.log(2)
 ''', replace="bits_per_byte") == []
+    # ex5 part 5 may decode with the package's generate.
+    assert findings("ex5_context_extension", '''
+from transformer_course.generate import generate
+
+def passkey_accuracy(model, samples):
+    right = [generate(model, s.ids[None], len(s.answer))[0, len(s.ids):].tolist() == list(s.answer.encode())
+             for s in samples]
+    return sum(right) / len(samples)
+''', replace="passkey_accuracy") == []
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ Graded names (stated at the top of the notebook):
     apply_scaling(model, kind, factor) -> TransformerLM       kind "linear" (PI) or "ntk"; a new model,
                                                               the one passed in is left unchanged
     bits_per_byte(model, sequences) -> float                  sequences: list of 1-D token tensors
+    passkey_accuracy(model, samples) -> float                 samples: list of data.PasskeySample; the share
+                                                              decoded exactly by greedy decoding
 
 The model is ``transformer_course.pretrained.load("course-llama")`` (RoPE, half layout, head_dim 32,
 trained at L = 256 tokens). Its RoPE lives in ``model.rope``: buffers ``inv_freq`` and the cached
@@ -17,22 +19,29 @@ reads them from ``model.rope`` (the shipped model has the default base, 10000, s
 
 Part 3 uses parts 1 and 2 by name: it is judged a second time with the reference ``interpolated_inv_freq`` and
 ``ntk_inv_freq`` substituted (``Student.substitute``), and passes when that run is right (``base.on_its_own``).
-bits_per_byte is given the shipped weights in a model with dropout, in training mode (as after fine-tuning):
-two calls that differ are told apart (``model.eval()`` missing) before any other diagnosis.
+bits_per_byte and passkey_accuracy are given the shipped weights in a model with dropout, in training mode (as
+after fine-tuning): two calls that differ are told apart (``model.eval()`` missing) before any other diagnosis.
+
+passkey_accuracy is called on each of the check's prompts alone (its value then tells right from wrong for
+every prompt, and digit accuracy, a percentage or a cut prompt from exact match) and on all of them at once
+(which tells a batch padded to the longest prompt, or a count, from the share). The prompts are at the training
+length and past it, where the model retrieves only some keys, and the hidden tests use keys of other lengths.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
+import random
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from transformer_course import pretrained
-from transformer_course.data import long_documents
+from transformer_course.data import long_documents, passkey_sample
 from transformer_course.evaluate import token_losses
+from transformer_course.generate import generate
 from transformer_course.model import TransformerLM
 from transformer_course.positions import RopeScaling, rope_cos_sin, rope_inv_freq
 
@@ -599,3 +608,244 @@ class BitsPerByte:
             hint = "the value is not a finite number: return a Python float (or a 0-d tensor)"
         return [explain(problem, hint)]
 
+
+# --------------------------------------------------------------------------------------------------
+# Part 5: passkey accuracy
+# --------------------------------------------------------------------------------------------------
+# A share of n prompts is k / n, exact in float64 however a correct answer adds it up; every known mistake moves
+# some prompt's value by 1 / digits or more.
+PASSKEY_ATOL = 1e-9
+
+
+def _passkey_samples(p):
+    """The check's prompts: each (length, depth, digits) of the case ``trials`` times, lengths outermost (a list of
+    them mixes lengths). Prompt i draws its key from its own ``random.Random``, so that a case's prompts do not
+    depend on the others. Built anew for every call: the student's code may change them."""
+    cases = [(n, d, k) for n in p.lengths for d in p.depths for k in p.digits for _ in range(p.trials)]
+    return [passkey_sample(n, d, random.Random(f"ex5.passkey:{p.seed}:{i}"), digits=k)
+            for i, (n, d, k) in enumerate(cases)]
+
+
+def _mixed(samples):
+    """Indices of the prompts given all at once: the last prompt of each length (lengths outermost, so they
+    differ); the check's time goes into decoding, and one of each length is what tells a padded batch apart."""
+    return sorted({len(s.ids): i for i, s in enumerate(samples)}.values())
+
+
+def _count_dropout(model):
+    """A one-element list that counts the calls of ``model``'s dropout modules in training mode (forward hooks)."""
+    active = [0]
+
+    def seen(module, args, out):
+        active[0] += int(module.training)
+
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.register_forward_hook(seen)
+    return active
+
+
+def _greedy(model, ids, n, *, cached, position=-1, crop=None):
+    """The reference decoding: ``n`` greedy tokens after each row of ``ids`` (B, T) -> (B, n).
+
+    ``cached``: the package's ``generate`` (the prompt once, then one token at a time through the KV cache);
+    otherwise the whole sequence is read again at every step. ``position`` and ``crop`` model two mistakes: the
+    logits read at another position than the last, and each step's input cut to its last ``crop`` tokens."""
+    if cached:
+        return generate(model, ids, n, use_cache=True)[:, ids.shape[1]:]
+    out = ids
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(out if crop is None else out[:, -crop:])  # (B, t, vocab)
+            out = torch.cat([out, logits[:, position].argmax(dim=-1, keepdim=True)], dim=1)  # fed back
+    return out[:, ids.shape[1]:]
+
+
+def _bytes(text: str) -> torch.Tensor:
+    return torch.tensor(list(text.encode("ascii")))  # (len(text),) byte tokens
+
+
+def _right(tokens: torch.Tensor, answer: str) -> float:
+    """1.0 when the first len(answer) of ``tokens`` are exactly the answer's bytes (exact match), else 0.0."""
+    return float(torch.equal(tokens[:len(answer)], _bytes(answer)))
+
+
+class _Decodes:
+    """What the reference, and the models of known mistakes, decode for each prompt: computed when first asked
+    (a correct answer costs the judge one cached decoding per prompt)."""
+
+    def __init__(self, model, samples, L: int):
+        self.model, self.samples, self.L = model, samples, L
+
+    @functools.cached_property
+    def cached(self):  # len(answer) + 1 tokens per prompt: the one after the key models a '.' compared too
+        return [_greedy(self.model, s.ids[None], len(s.answer) + 1, cached=True)[0] for s in self.samples]
+
+    @functools.cached_property
+    def uncached(self):
+        return [_greedy(self.model, s.ids[None], len(s.answer), cached=False)[0] for s in self.samples]
+
+    def each(self, value) -> torch.Tensor:
+        """(n,) float64: ``value(i, sample)`` for each prompt."""
+        return torch.tensor([float(value(i, s)) for i, s in enumerate(self.samples)], dtype=torch.float64)
+
+    def right(self, decoded) -> torch.Tensor:
+        return self.each(lambda i, s: _right(decoded[i], s.answer))
+
+    def digits(self, decoded) -> torch.Tensor:
+        return self.each(lambda i, s: (decoded[i][:len(s.answer)] == _bytes(s.answer)).double().mean())
+
+    def other(self, keep=None, **how) -> torch.Tensor:
+        """Exact match of each prompt decoded another way: ``_greedy``'s ``position`` or ``crop``, or only the
+        prompt's ``keep`` = "first" or "last" L tokens read."""
+        def one(i, s):
+            if (keep or how.get("crop")) and len(s.ids) <= self.L:
+                return _right(self.cached[i], s.answer)  # nothing to cut
+            ids = s.ids[None] if keep is None else s.ids[None, -self.L:] if keep == "last" else s.ids[None, :self.L]
+            return _right(_greedy(self.model, ids, len(s.answer), cached=False, **how)[0], s.answer)
+        return self.each(one)
+
+    def batched(self, chosen, value: int, side: str) -> torch.Tensor:
+        """The share right when the prompts ``chosen`` are padded with ``value`` on ``side`` to the longest one and
+        decoded as one batch without a mask: a shorter prompt is then continued after its padding."""
+        samples = [self.samples[i] for i in chosen]
+        T, k = max(len(s.ids) for s in samples), max(len(s.answer) for s in samples)
+        rows = []
+        for s in samples:
+            pad = torch.full((T - len(s.ids),), value, dtype=torch.long)
+            rows.append(torch.cat((s.ids, pad) if side == "right" else (pad, s.ids)))
+        out = _greedy(self.model, torch.stack(rows), k, cached=True)  # (b, k)
+        return torch.tensor(sum(_right(o, s.answer) for o, s in zip(out, samples)) / len(samples),
+                            dtype=torch.float64)
+
+
+DIGIT_ACCURACY = ("the share of digits right at their place is counted (digit accuracy): a prompt counts 1 only when "
+                  "all its decoded tokens are exactly the answer (exact match), else 0")
+PERCENTAGE = "the result is a percentage (x 100): return the share of prompts right, a float in [0, 1]"
+
+
+def _one_at_a_time_mistakes(d: _Decodes, L: int):
+    """(hint, thunk) of the known mistakes, each as the (n,) values of passkey_accuracy(model, [sample]) it gives."""
+    ks = sorted({len(s.answer) for s in d.samples})
+    right = d.right(d.cached)
+    mistakes = [(DIGIT_ACCURACY, lambda: d.digits(d.cached)), (DIGIT_ACCURACY, lambda: d.digits(d.uncached)),
+                (PERCENTAGE, lambda: 100 * right), (PERCENTAGE, lambda: 100 * d.right(d.uncached))]
+    if right.any():
+        mistakes.append((
+            f"no prompt counts as right, yet the model decodes {int(right.sum())} of these {len(right)} keys exactly: "
+            "check each step. The next token is the argmax over the vocabulary (dim=-1) of the logits of the last "
+            "position (logits[:, -1]); it is appended to the input before the next one is predicted (a digit is not "
+            "predicted from the prompt alone); and exactly len(sample.answer) new tokens are compared with the "
+            "answer's bytes, without the '.' or newline that follow the key in the text",
+            lambda: torch.zeros(len(right), dtype=torch.float64)))
+    if ks != [5]:
+        hard = (f"only the keys of 5 digits can come out right: the number of digits is hard-coded; decode exactly "
+                f"len(sample.answer) tokens (these keys have {', '.join(map(str, ks))} digits)")
+        for keep in (lambda k: k == 5, lambda k: k <= 5):  # the last 5 tokens compared, or the first k of 5 decoded
+            mistakes.append((hard, lambda keep=keep: right * d.each(lambda i, s: keep(len(s.answer)))))
+    if any(len(s.ids) > L for s in d.samples):
+        cut = (f"the prompts are cut to the model's context_length ({L}): read each whole prompt (RoPE needs no "
+               "table past the training length; a cut prompt loses the key or the question)")
+        mistakes += [(cut, lambda: d.other(keep="last")), (cut, lambda: d.other(crop=L)),
+                     (cut, lambda: d.other(keep="first"))]
+    mistakes += [
+        ("the logits are read at the position before the last (logits[:, -2]): the next token is predicted by "
+         "the last position, logits[:, -1]", lambda: d.other(position=-2)),
+        ("every digit is predicted from the prompt alone: append each decoded token to the input before "
+         "predicting the next one", lambda: d.each(lambda i, s: set(s.answer) == {chr(int(d.cached[i][0]))})),
+        ("the decoded text is compared with the answer and a '.': the answer is exactly the key's digits, "
+         "without the '.' or newline that follow the key in the text",
+         lambda: d.each(lambda i, s: _right(d.cached[i], s.answer + "."))),
+    ]
+    return mistakes
+
+
+def _together_mistakes(d: _Decodes, alone: torch.Tensor, mixed):
+    """(hint, thunk) of the mistakes that show only when the prompts ``mixed`` are given at once; ``alone`` their
+    values one at a time."""
+    lengths = ", ".join(str(len(d.samples[i].ids)) for i in mixed)
+    padded = (f"the prompts ({lengths} tokens) were padded into one batch: a shorter prompt is then continued after "
+              "its padding, not after its question; decode each prompt on its own (or batch only prompts of the same "
+              "length)")
+    return [
+        ("the number of prompts right is returned, not their share: divide by len(samples)", lambda: alone.sum()),
+        (PERCENTAGE, lambda: 100 * alone.mean()),
+        (padded, lambda: d.batched(mixed, 0, "right")), (padded, lambda: d.batched(mixed, ord(" "), "right")),
+        (padded, lambda: d.batched(mixed, 0, "left")),
+        ("only the last prompt is counted (`right = ...` instead of `right += ...`?): add up every prompt's result "
+         "before dividing", lambda: alone[-1] / len(alone)),
+    ]
+
+
+def _describe(sample, L: int) -> str:
+    n, k = len(sample.ids), len(sample.answer)
+    return (f"{n} tokens ({n / L:.3g}x the training length), key {sample.answer!r} ({k} digit{'s' * (k > 1)}) "
+            f"at depth {sample.depth:g}")
+
+
+@register("ex5.passkey_accuracy", "passkey accuracy by greedy decoding", where="the `passkey_accuracy` cell (part 5)",
+          # the model retrieves every 5-digit key at 256 tokens, some at 320-360 (others with 2-4 digits of 5 right),
+          # none at 2x (512): exact match and digit accuracy differ, and so do cut prompts
+          params=dict(seed=0, lengths=(256, 320, 360), depths=(0.0, 1.0), digits=(5,), trials=1),
+          outputs=("alone", "together", "again", "dropout_active"))
+class PasskeyAccuracy:
+    @staticmethod
+    def run(student, p):
+        passkey_accuracy = student.get("passkey_accuracy", "(model, samples)")
+        model = _with_dropout(pretrained.load(MODEL))  # as after fine-tuning: dropout, in training mode
+        active = _count_dropout(model)
+        alone = [_value(call(passkey_accuracy, model, [sample])) for sample in _passkey_samples(p)]
+        again = _value(call(passkey_accuracy, model, [_passkey_samples(p)[-1]]))  # the longest prompt, twice
+        samples = _passkey_samples(p)
+        together = _value(call(passkey_accuracy, model, [samples[i] for i in _mixed(samples)]))
+        return {"alone": torch.stack(alone), "together": together, "again": again,
+                "dropout_active": torch.tensor(active[0])}
+
+    @staticmethod
+    def judge(got, p):
+        model = pretrained.load(MODEL)  # the check's model in eval mode: no dropout
+        L = model.config.context_length
+        samples = _passkey_samples(p)
+        alone = got["alone"].double().reshape(-1)
+        noisy = randomness(alone[-1:], got["again"].double().reshape(-1)[:1],
+                           "passkey_accuracy(model, [the longest prompt])")
+        if noisy or int(got["dropout_active"]):
+            return [explain(noisy or "the model's dropout was active while your function decoded",
+                            "the model the check passes is in training mode, with dropout (as after fine-tuning): "
+                            "call model.eval() before decoding; torch.no_grad() alone does not switch dropout off")]
+        if alone.shape != (len(samples),):
+            return [f"the check got {alone.numel()} values for its {len(samples)} prompts given one at a time"]
+        if not torch.isfinite(alone).all():
+            return ["passkey_accuracy returned something that is not a number: return a Python float"]
+        d = _Decodes(model, samples, L)
+        # Greedy argmax can flip on a near-tie between a cached and an uncached decoding (their logits differ by
+        # float round-off): a prompt's value is right if it equals the reference computed either way.
+        cached = d.right(d.cached)
+        ok = (alone - cached).abs() <= PASSKEY_ATOL
+        if not ok.all():
+            uncached = d.right(d.uncached)
+            ok |= (alone - uncached).abs() <= PASSKEY_ATOL
+        if not ok.all():
+            wrong = [i for i in range(len(samples)) if not ok[i]]
+            i = wrong[0]
+            decoded = bytes(d.cached[i][:len(samples[i].answer)].tolist()).decode("latin-1")
+            problem = (f"passkey_accuracy(model, [sample]) is wrong for {len(wrong)} of the {len(samples)} prompts "
+                       f"given one at a time; the first: {_describe(samples[i], L)}: yours {float(alone[i]):g}, "
+                       f"expected {float(cached[i]):g} (greedy decoding gives {decoded!r})")
+            return [explain(problem, diagnose(alone, _one_at_a_time_mistakes(d, L), atol=PASSKEY_ATOL))]
+        mixed = _mixed(samples)
+        together = got["together"].double().reshape(-1)[:1].reshape(())
+        # All at once, each prompt may again be decoded either way: the number right lies between the counts of
+        # the two references (or of the student's own values one at a time, each of them one of the two).
+        count = float(together) * len(mixed)
+        if math.isfinite(count) and abs(count - round(count)) <= 1e-6:
+            ways = torch.stack((cached, alone))[:, mixed]
+            if not ways.sum(1).eq(round(count)).any():
+                ways = torch.cat((ways, d.right(d.uncached)[None, mixed]))
+            if ways.min(0).values.sum() - 1e-6 <= round(count) <= ways.max(0).values.sum() + 1e-6:
+                return []
+        lengths = ", ".join(str(len(samples[i].ids)) for i in mixed)
+        problem = (f"passkey_accuracy(model, samples) with {len(mixed)} prompts at once ({lengths} tokens), each of "
+                   f"them right or wrong as expected on its own: yours {float(together):g}, expected "
+                   f"{float(cached[mixed].mean()):g}")
+        return [explain(problem, diagnose(together, _together_mistakes(d, alone[mixed], mixed), atol=PASSKEY_ATOL))]

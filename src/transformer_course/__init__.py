@@ -20,6 +20,7 @@ Experiments
     data, baselines  the corpus (the standard library's sources), passkey prompts; n-gram baselines
     train, evaluate  the training loop; losses in bits per byte, passkey accuracy
     long_context     the context-extension study of the shipped model
+    passkey_training what it took the shipped model to retrieve: the training runs tried, measured alike
 Tools
     results          reading results files, and the machine they were measured on
     bench, model_card, cli   benchmarks, the shipped model's card, ``python -m transformer_course``

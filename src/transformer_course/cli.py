@@ -96,11 +96,21 @@ def cmd_long_context(args: argparse.Namespace) -> int:
     from .long_context import write_budget, write_study
 
     _log_progress()
+    command = " ".join(["python -m transformer_course long-context", f"--model {args.model}", f"--out-dir {args.out_dir}"]
+                       + (["--budget"] if args.budget else [f"--fine-tune-steps {args.fine_tune_steps}"]))
     if args.budget:
-        print(f"written to {write_budget(out_dir=args.out_dir, base=args.model)}")
+        print(f"written to {write_budget(out_dir=args.out_dir, base=args.model, command=command)}")
         return 0
-    path = write_study(out_dir=args.out_dir, base=args.model, fine_tune_steps=args.fine_tune_steps)
+    path = write_study(out_dir=args.out_dir, base=args.model, fine_tune_steps=args.fine_tune_steps, command=command)
     print(f"written to {path} and {path.with_suffix('.png')}")
+    return 0
+
+
+def cmd_passkey_runs(args: argparse.Namespace) -> int:
+    from .passkey_training import write_runs
+
+    command = " ".join(["python -m transformer_course passkey-runs", *args.folders, f"--out-dir {args.out_dir}"])
+    print(f"written to {write_runs(args.folders, out_dir=args.out_dir, command=command)}")
     return 0
 
 
@@ -133,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", action="store_true", help="instead: loss at 4x after 20, 50, 100 fine-tune steps per method")
     p.add_argument("--out-dir", default="results")
     p.set_defaults(func=cmd_long_context)
+    p = sub.add_parser("passkey-runs", help="passkey accuracy of training runs; writes results/passkey_runs-cpu.json")
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="checkpoint folders (or shipped model names)")
+    p.add_argument("--out-dir", default="results")
+    p.set_defaults(func=cmd_passkey_runs)
     p = sub.add_parser("card", help="(re)write the model card of a trained checkpoint from its files")
     p.add_argument("model", help="shipped model name or checkpoint folder")
     p.set_defaults(func=cmd_card)

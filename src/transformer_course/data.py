@@ -131,8 +131,9 @@ def random_batch(data: Tensor, batch_size: int, seq_len: int, generator: torch.G
 # --------------------------------------------------------------------------------------------------
 # Synthetic long-context tasks
 # --------------------------------------------------------------------------------------------------
-PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
-                 "I will quiz you about the important information there.\n")
+# Landmark Attention's filler, key line and question; its intro is 148 bytes, more than half of a 256-token
+# context, so the course uses a one-line intro that leaves the filler (and the key's depth) room to vary.
+PASSKEY_INTRO = "A pass key is hidden in the text below. Remember it.\n"
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.\n"
 PASSKEY_QUESTION = "What is the pass key? The pass key is "
 
@@ -163,6 +164,15 @@ def _filler(room: int) -> Tuple[str, List[int]]:
     return text, bounds
 
 
+def _key_line(key: str) -> str:
+    return f"The pass key is {key}. Remember it. {key} is the pass key.\n"
+
+
+def passkey_prompt_length(digits: int = 5) -> int:
+    """The length of the shortest passkey prompt (no filler at all): ``passkey_sample`` needs at least this."""
+    return len(PASSKEY_INTRO) + len(_key_line("0" * digits)) + len(PASSKEY_QUESTION)
+
+
 def passkey_sample(n_tokens: int, depth: float, rng: random.Random, digits: int = 5) -> PasskeySample:
     """A prompt of exactly ``n_tokens`` bytes hiding a ``digits``-digit key at ``depth`` of the filler.
 
@@ -173,11 +183,11 @@ def passkey_sample(n_tokens: int, depth: float, rng: random.Random, digits: int 
     if not 0.0 <= depth <= 1.0:
         raise ValueError(f"depth={depth} must be in [0, 1] (0 = key right after the intro, 1 = just before the question).")
     key = "".join(rng.choice("0123456789") for _ in range(digits))
-    key_line = f"The pass key is {key}. Remember it. {key} is the pass key.\n"
-    fixed = len(PASSKEY_INTRO) + len(key_line) + len(PASSKEY_QUESTION)
-    room = n_tokens - fixed
+    key_line = _key_line(key)
+    room = n_tokens - passkey_prompt_length(digits)
     if room < 0:
-        raise ValueError(f"n_tokens={n_tokens} is too short for a passkey prompt: it needs at least {fixed}.")
+        raise ValueError(f"n_tokens={n_tokens} is too short for a passkey prompt: it needs at least "
+                         f"{passkey_prompt_length(digits)}.")
     filler, bounds = _filler(room)
     cut = min(bounds, key=lambda b: (abs(b - depth * room), b))
     text = PASSKEY_INTRO + filler[:cut] + key_line + filler[cut:] + PASSKEY_QUESTION
@@ -185,13 +195,22 @@ def passkey_sample(n_tokens: int, depth: float, rng: random.Random, digits: int 
     return PasskeySample(ids=ids, answer=key, key_offset=len(PASSKEY_INTRO) + cut, depth=depth)
 
 
+PASSKEY_ANSWER_TOKENS = 5 + len(".\n")  # what follows the question in training: the key's 5 digits, then ".\n"
+
+
 def passkey_training_text(n_tokens: int, rng: random.Random) -> Tensor:
-    """A passkey prompt followed by its answer and a newline, ``n_tokens + 1`` long: mixed into training."""
-    digits = 5
-    answer_tail = digits + len(".\n")  # the key's digits, then ".\n"
-    sample = passkey_sample(n_tokens + 1 - answer_tail, rng.random(), rng, digits=digits)
+    """A passkey prompt (the key at a random depth) followed by its answer and ".\n", ``n_tokens + 1`` long.
+
+    The last ``PASSKEY_ANSWER_TOKENS`` tokens are the answer. Needs ``n_tokens >= passkey_training_length()``.
+    """
+    sample = passkey_sample(n_tokens + 1 - PASSKEY_ANSWER_TOKENS, rng.random(), rng)
     tail = torch.tensor(list((sample.answer + ".\n").encode("ascii")), dtype=torch.long)
     return torch.cat([sample.ids, tail])  # (n_tokens + 1,)
+
+
+def passkey_training_length() -> int:
+    """The smallest ``n_tokens`` that ``passkey_training_text`` accepts (a prompt with no filler)."""
+    return passkey_prompt_length() + PASSKEY_ANSWER_TOKENS - 1
 
 
 def associative_recall_sample(n_pairs: int, rng: random.Random) -> Tuple[Tensor, str]:

@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +29,14 @@ from torch import Tensor
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
-from .data import load_split, passkey_training_text, random_batch
+from .data import PASSKEY_ANSWER_TOKENS, load_split, passkey_training_length, passkey_training_text, random_batch
 from .model import TransformerLM
 from .pretrained import resolve
 from .results import machine_info
 
 log = logging.getLogger(__name__)
 VAL_SEED = 1234  # the fixed validation batches of every run (exercise 1's grader uses the same ones)
+IGNORE = -100  # the target of a position that is not trained (F.cross_entropy's ignore_index)
 STEP_SEED_STRIDE = 1_000_003  # a prime: the seed of step t of run seed s is s * stride + t, distinct for every (s, t)
 
 
@@ -51,7 +52,9 @@ class TrainConfig:
     preset/model: the model, as a preset name with ``model`` overrides (e.g. ``{"n_layer": 2}``).
     init_from: a checkpoint folder or a shipped model name to start from (fine-tuning); its config is
         used, updated by ``model`` (e.g. a longer ``context_length`` and a ``rope_scaling``).
-    passkey_fraction: share of the sequences in each batch replaced by passkey prompts with their answer.
+    passkey_fraction: share of the rows of each batch that end in a passkey prompt and its answer (see
+        ``batch_at``); the answer's tokens are a loss term of their own (see ``training_loss``).
+    passkey_full_rows: share of those prompts that fill their whole row; the others vary in length.
     """
 
     preset: str = "tiny-llama"
@@ -70,6 +73,7 @@ class TrainConfig:
     eval_interval: int = 200
     eval_batches: int = 16
     passkey_fraction: float = 0.0
+    passkey_full_rows: float = 0.5  # share of the passkey prompts that fill their whole row (see batch_at)
     moe_aux_weight: float = 0.01  # weight of the experts' load-balancing loss (Fedus et al., 2021, use 0.01)
     seed: int = 0
     out_dir: Optional[str] = None
@@ -81,8 +85,12 @@ class TrainConfig:
                 raise ValueError(f"{key}={getattr(self, key)} must be a positive integer.")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need 0 <= min_lr <= lr; got min_lr={self.min_lr}, lr={self.lr}.")
-        if not 0.0 <= self.passkey_fraction <= 1.0:
-            raise ValueError(f"passkey_fraction={self.passkey_fraction} must be in [0, 1].")
+        for key in ("passkey_fraction", "passkey_full_rows"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key}={getattr(self, key)} must be in [0, 1].")
+        if self.passkey_fraction and self.seq_len < passkey_training_length():
+            raise ValueError(f"seq_len={self.seq_len} is too short for passkey rows (they need at least "
+                             f"{passkey_training_length()} tokens): use passkey_fraction=0 or a longer seq_len.")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -93,23 +101,51 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def batch_at(step: int, cfg: TrainConfig, data: Tensor) -> tuple:
-    """The training batch of ``step``: a pure function of (seed, step), so resuming repeats nothing."""
+def batch_at(step: int, cfg: TrainConfig, data: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """The training batch of ``step``, a pure function of (seed, step) so that resuming repeats nothing:
+    inputs x, targets y (``IGNORE`` where nothing is trained) and ``answer``, True at the targets that are
+    a passkey's answer; each (batch_size, seq_len).
+
+    Rows are random windows of ``data``. The first ``round(passkey_fraction * batch_size)`` of them end in
+    a passkey prompt followed by its answer (``data.passkey_training_text``, the key at a random depth).
+    A share ``passkey_full_rows`` of these prompts fill the whole row, as in evaluation; the others have a
+    random length from half the row to all of it and follow the start of their window's text. Prompts of
+    one length could be answered from where the answer sits; the varied ones only by reading the key. The
+    prompt's own tokens are not trained (the filler and question are the same every time); the text is.
+    """
     gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
     x, y = random_batch(data, cfg.batch_size, cfg.seq_len, gen)
-    n_passkey = round(cfg.passkey_fraction * cfg.batch_size)
-    if n_passkey:
-        rng = random.Random(step_seed(cfg.seed, step))
-        for i in range(n_passkey):
-            seq = passkey_training_text(cfg.seq_len, rng)
-            x[i], y[i] = seq[:-1], seq[1:]
-    return x, y
+    x, y = x.clone(), y.clone()  # views of one tensor of windows: a target written must not change an input
+    answer = torch.zeros_like(y, dtype=torch.bool)
+    T = cfg.seq_len
+    rng = random.Random(step_seed(cfg.seed, step))
+    for i in range(round(cfg.passkey_fraction * cfg.batch_size)):
+        full = cfg.passkey_full_rows and rng.random() < cfg.passkey_full_rows  # 0: no draw at all
+        n = T if full else rng.randint(max(passkey_training_length(), T // 2), T)
+        row = torch.cat([x[i, :T - n], passkey_training_text(n, rng)])  # (T + 1,): text, then prompt and answer
+        x[i], y[i] = row[:-1], row[1:]
+        y[i, max(0, T - n - 1):T - PASSKEY_ANSWER_TOKENS] = IGNORE  # the prompt's tokens (and the seam before it)
+        answer[i, T - PASSKEY_ANSWER_TOKENS:] = True
+    return x, y, answer
 
 
 def lm_loss(model: TransformerLM, x: Tensor, y: Tensor) -> Tensor:
     """Mean next-token cross-entropy in nats (divide by ln 2 for bits per byte with the byte tokenizer)."""
     logits = model(x)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def training_loss(model: TransformerLM, x: Tensor, y: Tensor, answer: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """(loss to minimise, mean loss on the passkey answers or None): the mean next-token loss on the text
+    targets, plus the mean loss on the answer targets when the batch has any. Each is a mean over its own
+    tokens, so the few answer tokens (7 a row) are not drowned by the thousands of text tokens."""
+    logits = model(x)
+    losses = F.cross_entropy(logits.flatten(0, 1), y.flatten().clamp(min=0), reduction="none").view_as(y)
+    text = (y != IGNORE) & ~answer
+    if not answer.any():
+        return losses[text].mean(), None
+    answer_loss = losses[answer].mean()
+    return losses[text].mean() + answer_loss, answer_loss
 
 
 @torch.no_grad()
@@ -186,9 +222,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = batch_at(step, cfg, data["train"])
+        x, y, answer = batch_at(step, cfg, data["train"])
         torch.manual_seed(step_seed(cfg.seed, step))  # dropout, if any, is a function of the step too
-        loss = lm_loss(model, x, y) + (cfg.moe_aux_weight * model.aux_loss() if model.config.n_expert else 0.0)
+        loss, answer_loss = training_loss(model, x, y, answer)
+        if model.config.n_expert:
+            loss = loss + cfg.moe_aux_weight * model.aux_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -196,13 +234,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data
         tokens += x.numel()
         rate = tokens / (time.perf_counter() - window_start)  # training tokens per second since the last evaluation
         row = {"step": step + 1, "lr": lr, "train_loss": loss.item()}
+        if answer_loss is not None:
+            row["answer_loss"] = answer_loss.item()
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.eval_interval == 0 or last:
             row["tokens_per_second"] = rate
             val_loss = evaluate(model, data["val"], cfg.seq_len, cfg.eval_batches, cfg.batch_size)
             row["val_loss"] = val_loss
             tokens, window_start = 0, time.perf_counter()
-            log.info("step %d: train %.3f, val %.3f nats, %.0f tokens/s", step + 1, row["train_loss"], val_loss, rate)
+            log.info("step %d: train %.3f, val %.3f bits per byte, %.0f tokens/s", step + 1, row["train_loss"] / math.log(2),
+                     val_loss / math.log(2), rate)
         history.append(row)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix({"loss": f"{row['train_loss']:.3f}", "val": "-" if math.isnan(val_loss) else f"{val_loss:.3f}",

@@ -141,6 +141,70 @@ MUTANTS = [
            "F.cross_entropy(logits[0], ids[0, 1:], reduction=\"sum\")",
            "F.cross_entropy(logits[0], ids[0, 1:])",
            "F.cross_entropy averages by default"),
+    # ---- part 5: passkey accuracy (issue 14) ----
+    Mutant("pk-digit-accuracy", "passkey_accuracy",
+           "right += decoded == answer  # exact match: every digit, in order",
+           "right += sum(a == b for a, b in zip(decoded, answer)) / len(answer)  # digits right",
+           "digit accuracy"),
+    Mutant("pk-percentage", "passkey_accuracy",
+           "return right / len(samples)",
+           "return 100 * right / len(samples)",
+           "the result is a percentage"),
+    Mutant("pk-five-digits", "passkey_accuracy",
+           "for _ in range(len(answer)):",
+           "for _ in range(5):  # a pass key has 5 digits",
+           "the number of digits is hard-coded"),
+    Mutant("pk-logits-before-last", "passkey_accuracy",
+           "next_token = logits[:, -1].argmax(dim=-1, keepdim=True)",
+           "next_token = logits[:, -2].argmax(dim=-1, keepdim=True)",
+           "logits of the last position (logits[:, -1])"),
+    Mutant("pk-no-feedback", "passkey_accuracy",
+           "ids = torch.cat([ids, next_token], dim=1)  # fed back: the next digit is predicted after this one",
+           "# ids stays the prompt: every digit is predicted after the question",
+           "predicted from the prompt alone"),
+    Mutant("pk-cropped", "passkey_accuracy",
+           "ids = sample.ids.long()[None]",
+           "ids = sample.ids.long()[None, -model.config.context_length:]  # what the model was trained on",
+           "the prompts are cut to the model's context_length"),
+    Mutant("pk-cropped-each-step", "passkey_accuracy",
+           "logits = model(ids)  # (1, t, vocab)",
+           "logits = model(ids[:, -model.config.context_length:])  # as nanoGPT's generate",
+           "the prompts are cut to the model's context_length"),
+    Mutant("pk-no-eval", "passkey_accuracy",
+           "    model.eval()  # no dropout\n",
+           "",
+           "call model.eval() before decoding"),
+    Mutant("pk-with-dot", "passkey_accuracy",
+           "right += decoded == answer  # exact match: every digit, in order",
+           "right += bytes(decoded).decode(\"latin-1\") == sample.answer + \".\"  # as written in the prompt",
+           "without the '.' or newline"),
+    Mutant("pk-count", "passkey_accuracy",
+           "return right / len(samples)",
+           "return right",
+           "the number of prompts right is returned, not their share"),
+    Mutant("pk-padded-batch", "passkey_accuracy",
+           "    right = 0\n"
+           "    with torch.no_grad():\n"
+           "        for sample in samples:\n"
+           "            answer = list(sample.answer.encode(\"ascii\"))  # the key's digits as byte tokens\n"
+           "            ids = sample.ids.long()[None]  # (1, n): the whole prompt, also past context_length\n"
+           "            decoded = []\n"
+           "            for _ in range(len(answer)):\n"
+           "                logits = model(ids)  # (1, t, vocab)\n"
+           "                next_token = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1): greedy, from the last position\n"
+           "                ids = torch.cat([ids, next_token], dim=1)  # fed back: the next digit is predicted after this one\n"
+           "                decoded.append(next_token.item())\n"
+           "            right += decoded == answer  # exact match: every digit, in order\n",
+           "    right = 0\n"
+           "    ids = torch.nn.utils.rnn.pad_sequence([s.ids.long() for s in samples], batch_first=True)  # (B, longest)\n"
+           "    n = ids.shape[1]\n"
+           "    with torch.no_grad():\n"
+           "        for _ in range(max(len(s.answer) for s in samples)):\n"
+           "            next_token = model(ids)[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)\n"
+           "            ids = torch.cat([ids, next_token], dim=1)\n"
+           "    for sample, row in zip(samples, ids[:, n:].tolist()):\n"
+           "        right += row[:len(sample.answer)] == list(sample.answer.encode(\"ascii\"))\n",
+           "padded into one batch"),
 ]
 
 # Correct answers written differently from the solution: each must keep full marks.
@@ -192,4 +256,58 @@ ALTERNATIVES = [
     Mutant("bpb-log2e", "bits_per_byte",
            "return total_nats / total_tokens / math.log(2)",
            "return total_nats / total_tokens * math.log2(math.e)"),
+    # ---- part 5: passkey accuracy ----
+    Mutant("pk-package-generate", "passkey_accuracy",
+           "            ids = sample.ids.long()[None]  # (1, n): the whole prompt, also past context_length\n"
+           "            decoded = []\n"
+           "            for _ in range(len(answer)):\n"
+           "                logits = model(ids)  # (1, t, vocab)\n"
+           "                next_token = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1): greedy, from the last position\n"
+           "                ids = torch.cat([ids, next_token], dim=1)  # fed back: the next digit is predicted after this one\n"
+           "                decoded.append(next_token.item())\n",
+           "            from transformer_course.generate import generate\n"
+           "            out = generate(model, sample.ids[None], len(answer), use_cache=True)  # greedy, with the KV cache\n"
+           "            decoded = out[0, len(sample.ids):].tolist()\n"),
+    Mutant("pk-strings", "passkey_accuracy",
+           "right += decoded == answer  # exact match: every digit, in order",
+           "right += bytes(decoded).decode(\"ascii\", errors=\"replace\") == sample.answer"),
+    Mutant("pk-batched-by-length", "passkey_accuracy",
+           "    right = 0\n"
+           "    with torch.no_grad():\n"
+           "        for sample in samples:\n"
+           "            answer = list(sample.answer.encode(\"ascii\"))  # the key's digits as byte tokens\n"
+           "            ids = sample.ids.long()[None]  # (1, n): the whole prompt, also past context_length\n"
+           "            decoded = []\n"
+           "            for _ in range(len(answer)):\n"
+           "                logits = model(ids)  # (1, t, vocab)\n"
+           "                next_token = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1): greedy, from the last position\n"
+           "                ids = torch.cat([ids, next_token], dim=1)  # fed back: the next digit is predicted after this one\n"
+           "                decoded.append(next_token.item())\n"
+           "            right += decoded == answer  # exact match: every digit, in order\n",
+           "    right = 0\n"
+           "    groups = {}\n"
+           "    for s in samples:  # one batch per prompt length and number of digits: no padding\n"
+           "        groups.setdefault((len(s.ids), len(s.answer)), []).append(s)\n"
+           "    with torch.no_grad():\n"
+           "        for (n, k), group in groups.items():\n"
+           "            ids = torch.stack([s.ids for s in group])  # (b, n)\n"
+           "            for _ in range(k):\n"
+           "                ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)\n"
+           "            answers = torch.tensor([list(s.answer.encode()) for s in group])  # (b, k)\n"
+           "            right += (ids[:, n:] == answers).all(dim=1).sum().item()\n"),
+    Mutant("pk-own-cache", "passkey_accuracy",
+           "            decoded = []\n"
+           "            for _ in range(len(answer)):\n"
+           "                logits = model(ids)  # (1, t, vocab)\n",
+           "            decoded = []\n"
+           "            model.setup_cache(1, ids.shape[1] + len(answer))\n"
+           "            pos, step = 0, ids\n"
+           "            for _ in range(len(answer)):\n"
+           "                logits = model(step, pos)  # the prompt once, then one token at a time\n"
+           "                pos += step.shape[1]\n"
+           "                step = logits[:, -1].argmax(dim=-1, keepdim=True)\n"),
+    Mutant("pk-train-false", "passkey_accuracy",
+           "    model.eval()  # no dropout\n",
+           "    model.train(False)  # the same as model.eval()\n"),
 ]
+

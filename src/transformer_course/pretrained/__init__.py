@@ -5,12 +5,16 @@
     print(pretrained.card("course-llama"))              # how it was made and how good it is
 
 Each model is a folder here with model.safetensors, config.json, the training config and history, and
-a model card (README.md, written by ``model_card.write_card``) that gives the command that reproduces it.
+a model card (README.md, written by ``model_card.write_card``) that gives the commands that reproduce it.
+A model trained in stages (course-llama: language modelling, then a retrieval fine-tune from that
+checkpoint) keeps the files of each earlier stage in a sub-folder ``stage1/``, ``stage2/``, ...; the
+folder's own files are those of the last stage.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+import json
+from typing import List, Tuple
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,3 +43,11 @@ def load(name: str = "course-llama", *, device=None):
 
 def card(name: str = "course-llama") -> str:
     return (resolve(name) / "README.md").read_text()
+
+
+def stages(name: str = "course-llama") -> List[Tuple[dict, dict]]:
+    """The training stages of a shipped model, first to last: (training config, summary) of each run."""
+    folder = resolve(name)
+    earlier = sorted(p for p in folder.glob("stage*") if (p / "train_config.json").exists())
+    return [(json.loads((f / "train_config.json").read_text()), json.loads((f / "summary.json").read_text()))
+            for f in earlier + [folder]]
