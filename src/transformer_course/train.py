@@ -109,9 +109,10 @@ def batch_at(step: int, cfg: TrainConfig, data: Tensor) -> Tuple[Tensor, Tensor,
     Rows are random windows of ``data``. The first ``round(passkey_fraction * batch_size)`` of them end in
     a passkey prompt followed by its answer (``data.passkey_training_text``, the key at a random depth).
     A share ``passkey_full_rows`` of these prompts fill the whole row, as in evaluation; the others have a
-    random length from half the row to all of it and follow the start of their window's text. Prompts of
-    one length could be answered from where the answer sits; the varied ones only by reading the key. The
-    prompt's own tokens are not trained (the filler and question are the same every time); the text is.
+    random length from half the row to all of it and follow the start of their window's text. With prompts
+    of one length only, the model learns to copy a key that sits right before the question and no other
+    (``results/passkey_runs-cpu.json``); the varied lengths teach it to look the key up. The prompt's own
+    tokens are not trained (the filler and question are the same every time); the text is.
     """
     gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
     x, y = random_batch(data, cfg.batch_size, cfg.seq_len, gen)
