@@ -134,7 +134,8 @@ def run_study(base: str = "course-llama", *, multiples=(1, 2, 4, 8), fine_tune_f
                 rescaled = with_rope_scaling(run.model, scaling_for(kind, length / L, L))
                 results["fine_tuned_rescaled"].append({"method": kind, "mix": mix, "factor": length / L,
                                                        **losses_at(rescaled, docs, length, L)})
-        log.info("fine-tuned %s on %s: %s", kind, mix, [round(r["bits_per_byte"], 3) for r in results["fine_tuned"][-len(lengths):]])
+        log.info("fine-tuned %s on %s: %s", kind, mix,
+                 [round(r["bits_per_byte"], 3) for r in results["fine_tuned"][-len(lengths):]])
 
     longest = max(lengths)
     positions = {"none (zero-shot)": model,
@@ -179,16 +180,16 @@ def plot(results: dict, path: Path) -> None:
     L = results["training_length"]
     models = list(dict.fromkeys(r["model"] for r in results["passkey"]))
     cols = 4
-    rows = 1 + math.ceil(len(models) / cols)
-    fig = plt.figure(figsize=(16, 4.2 * rows))
-    grid = fig.add_gridspec(rows, cols)
+    n_rows = 1 + math.ceil(len(models) / cols)
+    fig = plt.figure(figsize=(16, 4.2 * n_rows))
+    grid = fig.add_gridspec(n_rows, cols)
     ax = fig.add_subplot(grid[0, :2])
     for kind in ZERO_SHOT:
-        rows_ = [r for r in results["zero_shot"] if r["method"] == kind]
-        ax.plot([r["length"] for r in rows_], [r["bits_per_byte"] for r in rows_], "o-", label=f"{kind} (zero-shot)")
+        rows = [r for r in results["zero_shot"] if r["method"] == kind]
+        ax.plot([r["length"] for r in rows], [r["bits_per_byte"] for r in rows], "o-", label=f"{kind} (zero-shot)")
     for (mix, style), kind in itertools.product(zip(MIXES, ("s--", "^:")), FINE_TUNED):
-        rows_ = [r for r in results["fine_tuned"] if r["method"] == kind and r["mix"] == mix]
-        ax.plot([r["length"] for r in rows_], [r["bits_per_byte"] for r in rows_], style,
+        rows = [r for r in results["fine_tuned"] if r["method"] == kind and r["mix"] == mix]
+        ax.plot([r["length"] for r in rows], [r["bits_per_byte"] for r in rows], style,
                 label=f"{kind} (fine-tuned, {mix})")
     ax.axvline(L, color="grey", lw=0.8)
     ax.set(xlabel="context length (tokens = bytes)", ylabel="bits per byte (lower is better)",
@@ -204,24 +205,28 @@ def plot(results: dict, path: Path) -> None:
     ax.axvline(L, color="grey", lw=0.8)
     ax.set(xlabel="token position", ylabel="bits per byte (mean over 32 positions)", title="Loss by position")
     ax.legend(fontsize=7)
-    lengths, depths = results["lengths"], results["depths"]
     for k, name in enumerate(models):
-        ax = fig.add_subplot(grid[1 + k // cols, k % cols])
-        acc = {(r["length"], r["depth"]): r["accuracy"] for r in results["passkey"] if r["model"] == name}
-        table = torch.tensor([[acc[n, d] for n in lengths] for d in depths])  # (depths, lengths)
-        ax.imshow(table, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        for i in range(len(depths)):
-            for j in range(len(lengths)):
-                ax.text(j, i, f"{table[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                        color="black" if table[i, j] > 0.6 else "white")
-        ax.set_xticks(range(len(lengths)), [f"{n}\n({n // L}×)" for n in lengths])
-        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
-        ax.set(title=f"passkey: {name}", xlabel="prompt length", ylabel="key depth")
+        passkey_heat_map(fig.add_subplot(grid[1 + k // cols, k % cols]), results, name)
     fig.suptitle(f"{results['model']} trained at {L} tokens; passkey: {results['passkey_trials']} prompts per cell; "
                  f"{results['machine']['cpu']}, {results['machine']['date'][:10]}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def passkey_heat_map(ax, results: dict, name: str, fontsize: int = 8) -> None:
+    """Passkey accuracy of the study's model ``name`` on ``ax``: key depth down, prompt length across."""
+    L, lengths, depths = results["training_length"], results["lengths"], results["depths"]
+    acc = {(r["length"], r["depth"]): r["accuracy"] for r in results["passkey"] if r["model"] == name}
+    table = torch.tensor([[acc[n, d] for n in lengths] for d in depths])  # (depths, lengths)
+    ax.imshow(table, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for i in range(len(depths)):
+        for j in range(len(lengths)):
+            ax.text(j, i, f"{table[i, j]:.0%}", ha="center", va="center", fontsize=fontsize,
+                    color="black" if table[i, j] > 0.6 else "white")
+    ax.set_xticks(range(len(lengths)), [f"{n}\n({n // L}×)" for n in lengths])
+    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set(title=f"passkey: {name}", xlabel="prompt length", ylabel="key depth")
 
 
 def _length_axis(ax, lengths) -> None:
