@@ -5,7 +5,7 @@ import pytest
 
 from transformer_course.config import RopeScaling
 from transformer_course.long_context import (DEPTHS, DYNAMIC_LENGTH_FACTOR, FINE_TUNED, MIXES, ZERO_SHOT,
-                                             scaling_for, training_tokens, write_study)
+                                             scaling_for, write_study)
 
 
 def test_each_method_is_set_up_for_the_length_it_reads():
@@ -19,7 +19,7 @@ def test_each_method_is_set_up_for_the_length_it_reads():
 def test_training_tokens_add_up_every_stage():
     from transformer_course import pretrained
 
-    assert training_tokens("course-llama") == sum(c["steps"] * c["batch_size"] * c["seq_len"]
+    assert pretrained.training_tokens("course-llama") == sum(c["steps"] * c["batch_size"] * c["seq_len"]
                                                   for c, _ in pretrained.stages("course-llama"))
     assert len(pretrained.stages("course-llama")) == 2, "language modelling, then the retrieval fine-tune"
 

@@ -59,13 +59,6 @@ def scaling_for(kind: str, factor: float, L: int) -> Optional[RopeScaling]:
     return None if kind == "none" or factor <= 1 else RopeScaling(kind, factor, original_context_length=L)
 
 
-def training_tokens(base: str) -> int:
-    """Tokens the shipped model ``base`` was trained on, over all its stages (``pretrained.stages``)."""
-    from . import pretrained
-
-    return sum(c["steps"] * c["batch_size"] * c["seq_len"] for c, _ in pretrained.stages(base))
-
-
 def fine_tune(base: str, kind: str, factor: int, L: int, steps: int, data: dict, *, passkey_fraction: float = 0.0,
               seed: int = 0):
     """Fine-tune ``base`` at factor·L tokens with the given scaling (or none) on ``data`` ({"train", "val"})."""
@@ -98,7 +91,7 @@ def run_study(base: str = "course-llama", *, multiples=(1, 2, 4, 8), fine_tune_f
     docs = long_documents()  # held-out files of at least 8 KiB
     docs = docs[:max_docs] if max_docs else docs
     results = {"machine": machine_info(), "command": command, "model": base, "training_length": L,
-               "training_tokens": training_tokens(base), "lengths": lengths, "depths": list(DEPTHS),
+               "training_tokens": pretrained.training_tokens(base), "lengths": lengths, "depths": list(DEPTHS),
                "passkey_trials": passkey_trials, "documents": [name for name, _ in docs], "zero_shot": [],
                "zero_shot_variants": [], "fine_tuned": [], "fine_tuned_rescaled": [], "fine_tune_runs": [],
                "passkey": []}
@@ -120,7 +113,7 @@ def run_study(base: str = "course-llama", *, multiples=(1, 2, 4, 8), fine_tune_f
     for (mix, fraction), kind in itertools.product((mixes or MIXES).items(), FINE_TUNED):
         run, cfg = fine_tune(base, kind, fine_tune_factor, L, fine_tune_steps, corpus, passkey_fraction=fraction)
         tuned[kind, mix] = run.model
-        tokens = cfg.steps * cfg.batch_size * cfg.seq_len
+        tokens = pretrained.run_tokens(vars(cfg))
         results["fine_tune_runs"].append({"method": kind, "mix": mix, "factor": fine_tune_factor, "steps": cfg.steps,
                                           "seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "lr": cfg.lr,
                                           "passkey_fraction": cfg.passkey_fraction, "tokens": tokens,

@@ -12,7 +12,7 @@ from .baselines import ngram_bits_per_byte, unigram_bits_per_byte
 from .data import load_split
 from .evaluate import split_bits_per_byte
 from .passkey_training import TRIALS, at_training_length
-from .pretrained import load, resolve, stages
+from .pretrained import load, resolve, run_tokens, stages, training_tokens
 
 
 def train_command(train_config: dict, out_dir: str) -> str:
@@ -36,11 +36,11 @@ def _stage_line(k: int, cfg: dict, summary: dict) -> str:
                  f"({cfg['passkey_full_rows']:.0%} of the prompts fill their row, the others have a random length from "
                  "half the row to all of it and follow text), trained on the answer only, as a loss term of its own "
                  "(`train.batch_at`, `train.training_loss`); the other rows and the text are language modelling")
-    tokens = cfg["steps"] * cfg["batch_size"] * cfg["seq_len"]
+    tokens = run_tokens(cfg)
     return (f"| stage {k} | {what}; {cfg['steps']} steps of {cfg['batch_size']} × {cfg['seq_len']} tokens "
             f"({tokens:,} tokens), lr {cfg['lr']} ({cfg['warmup_steps']} warm-up steps, cosine decay to "
             f"{cfg['min_lr']}), seed {cfg['seed']}; {summary['seconds'] / 60:.1f} min; validation loss at the end "
-            f"{summary['val_bits_per_byte']:.3f} bits per byte (16 fixed batches) |")
+            f"{summary['val_bits_per_byte']:.3f} bits per byte ({cfg['eval_batches']} fixed batches) |")
 
 
 def write_card(name_or_path) -> Path:
@@ -65,7 +65,7 @@ def write_card(name_or_path) -> Path:
     passkey = at_training_length(model)
     key_acc = sum(r["accuracy"] for r in passkey) / len(passkey)
     digit_acc = sum(r["digit_accuracy"] for r in passkey) / len(passkey)
-    tokens_seen = sum(cfg["steps"] * cfg["batch_size"] * cfg["seq_len"] for cfg, _ in runs)
+    tokens_seen = training_tokens(folder)
     minutes = sum(s["seconds"] for _, s in runs) / 60
     out = [cfg["out_dir"] for cfg, _ in runs[:-1]] + [f"src/transformer_course/pretrained/{folder.name}"]
     commands = []

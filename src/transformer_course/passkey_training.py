@@ -4,9 +4,9 @@
 
 Each folder is a checkpoint that ``train`` wrote (or a shipped model). For each: how it was trained (its
 training config, read from the folder), its validation loss in bits per byte, and greedy passkey accuracy
-at the training length by depth (the model card's 100 seeded prompts) and at shorter prompt lengths. A
-model that has learned where the answer sits, rather than to read the key, retrieves at the one length
-it was trained on and fails at the others.
+at the training length by depth (the model card's 100 seeded prompts) and at shorter prompt lengths: a
+model that copies a key only from near the question, or only at the length it was trained on, shows it
+in the depths and lengths it fails at.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Sequence
 
 from .checkpoint import load_checkpoint
 from .evaluate import passkey_accuracy
-from .pretrained import resolve
+from .pretrained import resolve, stages
 from .results import machine_info
 
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the key is: 0 right after the intro, 1 just before the question
@@ -31,11 +31,9 @@ def at_training_length(model) -> list:
 
 def measure_run(name: str) -> dict:
     """One checkpoint folder (or shipped model name): its training config and summary, and its passkey accuracy."""
-    folder = resolve(name)
-    model = load_checkpoint(folder).eval()
+    model = load_checkpoint(resolve(name)).eval()
     L = model.config.context_length
-    cfg = json.loads((folder / "train_config.json").read_text())
-    summary = json.loads((folder / "summary.json").read_text())
+    cfg, summary = stages(name)[-1]
     at_L = at_training_length(model)
     shorter = passkey_accuracy(model, [n for n in SHORTER if n < L], DEPTHS, trials=TRIALS // 2)
     mean = lambda rows: sum(r["accuracy"] for r in rows) / len(rows)  # noqa: E731

@@ -51,3 +51,13 @@ def stages(name: str = "course-llama") -> List[Tuple[dict, dict]]:
     earlier = sorted(p for p in folder.glob("stage*") if (p / "train_config.json").exists())
     return [(json.loads((f / "train_config.json").read_text()), json.loads((f / "summary.json").read_text()))
             for f in earlier + [folder]]
+
+
+def run_tokens(train_config: dict) -> int:
+    """The tokens one training run reads: steps × batch size × sequence length."""
+    return train_config["steps"] * train_config["batch_size"] * train_config["seq_len"]
+
+
+def training_tokens(name: str = "course-llama") -> int:
+    """The tokens a shipped model was trained on, over all its stages."""
+    return sum(run_tokens(cfg) for cfg, _ in stages(name))
