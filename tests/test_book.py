@@ -1,6 +1,6 @@
 """The book: the site builds with -W, executing every chapter once (a cell that raises fails the build),
 nothing of the solutions or hidden tests reaches it, it needs no network, and every page works in a real
-browser (headless Chromium).
+browser (headless Chromium), where no code block is cut off at the right edge.
 
 The build is the README's (``jupyter-book build . -W --keep-going``) into ``_build/html``, with the
 execution cache, so it is quick when the chapters have not changed. Every site test shares that one build. Screenshots of a few pages are written
@@ -9,6 +9,7 @@ to ``test-artifacts/screenshots/``.
 from __future__ import annotations
 
 import functools
+import html
 import http.server
 import re
 import shutil
@@ -20,6 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
+from book_helpers import NATS_PER_BYTE, NOTES
 from grading_helpers import REPO, hidden_blocks, leaks, tool_env
 from tools.student_edition import BRANCH
 
@@ -95,6 +97,30 @@ def test_sources_are_exactly_the_pages_of_the_toc(site):
     assert sources == set(toc_pages())
     for page in toc_pages():
         assert (site / f"{page}.html").exists(), page
+
+
+def page_text(page: Path) -> str:
+    """What a reader sees of a built page: its article, without tags, scripts and styles."""
+    text = page.read_text()
+    article = re.search(r"<article.*?</article>", text, re.DOTALL)
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", article.group(0) if article else text, flags=re.DOTALL)
+    return html.unescape(re.sub(r"<[^>]+>", "", body))
+
+
+@site_test
+def test_no_page_names_the_source_notes_or_states_loss_in_nats(site):
+    """The text stands on its own (no page names the notes the course was written from, their files or their
+    sections) and gives model loss in one unit, bits per byte."""
+    problems = []
+    for page in sorted(site.rglob("*.html")):
+        if page.relative_to(site).parts[0].startswith("_") or page.name in ("genindex.html", "search.html"):
+            continue
+        text = page_text(page)
+        for pattern, what in ((NOTES, "names the source notes"), (NATS_PER_BYTE, "states a loss in nats")):
+            found = sorted({m.group(0) for m in pattern.finditer(text)})
+            if found:
+                problems.append(f"{page.relative_to(site)} {what}: {found[:4]}")
+    assert problems == []
 
 
 @site_test
@@ -184,6 +210,14 @@ WAIT_FOR_MATHJAX = """async () => {
 }"""
 
 
+# The longest line of each code block (not of an output) that the reader sees and that is wider than its block:
+# the block would cut it off behind a scroll bar. Hidden inputs (hide-input) are not rendered until opened.
+CLIPPED_CODE = """() => [...document.querySelectorAll('article pre')]
+    .filter(e => !e.closest('.cell_output') && e.offsetParent !== null && e.innerText.trim()
+                 && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.innerText.split('\\n').reduce((a, l) => l.length > a.length ? l : a, ''))"""
+
+
 @site_test
 def test_every_page_works_in_chromium(site, served, browser):
     pages = sorted(str(p.relative_to(site)) for p in site.rglob("*.html")
@@ -193,7 +227,7 @@ def test_every_page_works_in_chromium(site, served, browser):
     shots = {"book/intro.html", "book/02_self_attention.html", "book/09_long_context.html",
              "exercises/ex3_rope/ex3_rope.html"}
     problems, total_math, total_images = [], 0, 0
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})  # a laptop's width
     outside = []
     context.route(re.compile(r"^(?!http://127\.0\.0\.1).*"), lambda route: (outside.append(route.request.url), route.abort()))
     for name in pages:
@@ -210,6 +244,10 @@ def test_every_page_works_in_chromium(site, served, browser):
             problems.append(f"{name}: console errors {errors[:3]}")
         if state["images"]:
             problems.append(f"{name}: images that did not load {state['images'][:3]}")
+        if name.startswith("book/"):
+            clipped = page.evaluate(CLIPPED_CODE)
+            if clipped:
+                problems.append(f"{name}: {len(clipped)} code blocks wider than the page, e.g. {clipped[0]!r}")
         if state["rendered"] < state["math"] or state["errors"]:
             problems.append(f"{name}: {state['math'] - state['rendered']} formulas not rendered, {state['errors']} TeX errors")
         if name in shots:

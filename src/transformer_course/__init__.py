@@ -21,6 +21,9 @@ Experiments
     train, evaluate  the training loop; losses in bits per byte, passkey accuracy
     long_context     the context-extension study of the shipped model
     passkey_training what it took the shipped model to retrieve: the training runs tried, measured alike
+    position_study   one small LM per positional scheme, scored at 1x and 2x its training length
+    norm_study       pre-norm against post-norm: a learning-rate sweep without warm-up on a deep stack
+    rope_study       zero-shot RoPE scalings of the shipped model (YaRN's temperature, Llama 3.1's rule)
 Tools
     results          reading results files, and the machine they were measured on
     bench, model_card, cli   benchmarks, the shipped model's card, ``python -m transformer_course``

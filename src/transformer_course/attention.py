@@ -77,6 +77,28 @@ def build_mask(
     return visible(q_pos, k_pos, causal, window)
 
 
+def prefix_lm_mask(T: int, prefix_length, *, device=None) -> Tensor:
+    """Boolean prefix-LM mask, True = may attend (Raffel et al., 2020; UniLM, Dong et al., 2019).
+
+    The first ``prefix_length`` positions (the prompt) see each other in both directions; every later
+    position sees the whole prefix and, causally, the positions up to itself: key j is visible to query i
+    when ``j < prefix_length or j <= i``. ``prefix_length`` 0 gives the causal mask, T the full one.
+
+    prefix_length: an int -> (T, T); or a (B,) tensor of prefix lengths -> (B, 1, T, T), one per sequence.
+    """
+    q_pos = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
+    k_pos = torch.arange(T, device=device).unsqueeze(0)  # (1, T)
+    causal = k_pos <= q_pos  # (T, T)
+    if isinstance(prefix_length, Tensor):
+        if prefix_length.dim() != 1:
+            raise ValueError(f"prefix_length must be an int or a (B,) tensor; got shape {tuple(prefix_length.shape)}.")
+        in_prefix = k_pos < prefix_length.to(q_pos.device).view(-1, 1, 1)  # (B, 1, T)
+        return (causal | in_prefix)[:, None]  # (B, 1, T, T)
+    if not 0 <= prefix_length <= T:
+        raise ValueError(f"prefix_length={prefix_length} must be between 0 (causal) and T={T} (full attention).")
+    return causal | (k_pos < prefix_length)  # (T, T)
+
+
 def padding_mask(lengths: Tensor, S: int) -> Tensor:
     """(B, 1, 1, S) key mask from the number of real (non-padding) tokens in each sequence.
 

@@ -114,6 +114,35 @@ def cmd_passkey_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_position_study(args: argparse.Namespace) -> int:
+    from .position_study import write_position_study
+
+    _log_progress()
+    command = (f"python -m transformer_course position-study --length {args.length} --steps {args.steps} "
+               f"--out-dir {args.out_dir}")
+    path = write_position_study(out_dir=args.out_dir, command=command, length=args.length, steps=args.steps)
+    print(f"written to {path}")
+    return 0
+
+
+def cmd_norm_study(args: argparse.Namespace) -> int:
+    from .norm_study import write_norm_study
+
+    _log_progress()
+    command = f"python -m transformer_course norm-study --out-dir {args.out_dir}"
+    print(f"written to {write_norm_study(out_dir=args.out_dir, command=command)}")
+    return 0
+
+
+def cmd_rope_study(args: argparse.Namespace) -> int:
+    from .rope_study import write_rope_study
+
+    _log_progress()
+    command = f"python -m transformer_course rope-study --model {args.model} --out-dir {args.out_dir}"
+    print(f"written to {write_rope_study(out_dir=args.out_dir, command=command, model_name=args.model)}")
+    return 0
+
+
 def cmd_card(args: argparse.Namespace) -> int:
     from .model_card import write_card
 
@@ -147,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="checkpoint folders (or shipped model names)")
     p.add_argument("--out-dir", default="results")
     p.set_defaults(func=cmd_passkey_runs)
+    p = sub.add_parser("position-study", help="one small LM per positional scheme, scored at 1x and 2x its training "
+                                              "length; writes results/positional_schemes-cpu.json")
+    p.add_argument("--length", type=_positive, default=64, help="training length in bytes (default 64)")
+    p.add_argument("--steps", type=_positive, default=800, help="training steps per scheme (default 800)")
+    p.add_argument("--out-dir", default="results")
+    p.set_defaults(func=cmd_position_study)
+    p = sub.add_parser("norm-study", help="pre-norm against post-norm over learning rates without warm-up; writes "
+                                          "results/norm_placement-cpu.json")
+    p.add_argument("--out-dir", default="results")
+    p.set_defaults(func=cmd_norm_study)
+    p = sub.add_parser("rope-study", help="zero-shot RoPE scalings of a shipped model (YaRN with and without its "
+                                          "temperature, Llama 3.1); writes results/rope_study-cpu.json")
+    p.add_argument("--model", default="course-llama", help="shipped model name or checkpoint folder")
+    p.add_argument("--out-dir", default="results")
+    p.set_defaults(func=cmd_rope_study)
     p = sub.add_parser("card", help="(re)write the model card of a trained checkpoint from its files")
     p.add_argument("model", help="shipped model name or checkpoint folder")
     p.set_defaults(func=cmd_card)
