@@ -3,8 +3,8 @@
 
     python3 tasks.py setup                 set up .venv only (the package, JupyterLab, pytest --grade, nbgrader)
     python3 tasks.py book                  set up .venv and build the book into _build/html
-    python3 tasks.py test                  set up .venv and run the whole test suite, one test file per core (two at
-                                           most; pytest arguments may follow, e.g. -m "not slow" or -n 0)
+    python3 tasks.py test                  set up .venv and run the whole test suite on two cores at most (pytest
+                                           arguments may follow, e.g. -m "not slow" or -n 0)
     python3 tasks.py bench                 set up .venv and run the benchmarks (model and grading), writing results/*.json
     python3 tasks.py catalogue [EX ...]    grade the catalogue of student mistakes (tests/mutants/) and print how many
                                            each part catches, names and only locates
@@ -89,8 +89,9 @@ def main(argv: list[str]) -> int:
         print(f"[tasks] ready: `source {BIN / 'activate'}`, then `jupyter lab` or `pytest --grade NOTEBOOK`")
         return 0
     if target == "test":
-        workers = min(2, os.cpu_count() or 1)  # whole files per worker: each module's fixtures are built once
-        parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+        workers = min(2, os.cpu_count() or 1)
+        # loadscope, as tests/conftest.py defines it: the files with costly fixtures whole, the rest test by test
+        parallel = ["-n", str(workers), "--dist", "loadscope"] if workers > 1 else []
         return run(PY, "-m", "pytest", *parallel, *rest)
     if target == "catalogue":
         return run(PY, "-m", "tests.mutants", *rest)

@@ -4,6 +4,7 @@
 parametrizes ``variant`` itself with a subset); ``config_of(name, **overrides)`` builds that ModelConfig.
 """
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,7 +47,34 @@ def _seed():
     torch.manual_seed(0)
 
 
+# Files whose module-scoped fixtures are expensive (a build of the site, a batch graded in the sandbox, a
+# trained model), costliest first: each runs whole on one worker, so that its fixtures are built once, and
+# they start first. Every other test is a unit of its own, handed to whichever worker is free, which keeps
+# both workers busy to the end (``python3 tasks.py test`` runs ``-n 2 --dist loadscope``; see
+# ``pytest_xdist_make_scheduler``).
+ONE_WORKER = ("test_book", "test_nbgrader_workflow", "test_hostile", "test_grading", "test_student_edition",
+              "test_ring_attention", "test_pretrained", "test_train", "test_data", "test_position_study")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With ``--dist loadscope``: the files of ``ONE_WORKER`` whole, every other test on its own, in the order of
+    collection. (pytest-xdist 3.8's ``loadgroup`` ignores ``xdist_group`` marks under pytest 9.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return file if Path(file).stem in ONE_WORKER else nodeid
+
+    config.option.loadscopereorder = False  # keep the order of collection: the costly files first
+    return OneWorkerFiles(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(ONE_WORKER)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each file keeps its own order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine); run on a GPU machine to include it")
