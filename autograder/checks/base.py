@@ -257,26 +257,28 @@ def on_its_own(problems: Problems, alone: Problems, part: str, dependency: str) 
                  "this part keeps its points")]
 
 
-def own_and_alone(student, compute, **references):
-    """``compute()`` with the student's earlier parts, and again with ``references`` substituted, as one set
-    of outputs: the keys of the second run are prefixed ``alone_``. A run that raises is flagged (``own_failed``,
-    ``alone_failed``) and its outputs left empty, so that the judge can still grade the other one; when both
-    raise, the student's own error is reported."""
+def own_and_alone(student, compute, *, alone=None, keys=None, **references):
+    """``compute()`` with the student's earlier parts, and ``alone()`` (by default ``compute`` again) with
+    ``references`` substituted, as one set of outputs: the run's ``keys`` (by default all it returns), and those
+    of the second run prefixed ``alone_``. A run that raises is flagged (``own_failed``, ``alone_failed``) and its
+    outputs left empty, so that the judge can still grade the other one; when both raise, the student's own
+    error is reported."""
     try:
         with student.substitute(**references):
-            alone = compute()
+            substituted = (alone or compute)()
     except Exception:  # noqa: BLE001 - the student's own run below says what is wrong if it fails too
-        alone = None
+        substituted = None
     try:
         own = compute()
     except Exception:
-        if alone is None:
+        if substituted is None:
             raise
         own = None
-    keys = list((own or alone).keys())
+    keys = list(keys or (own or substituted).keys())
     out = {k: own[k] if own else torch.empty(0) for k in keys}
-    out.update({f"alone_{k}": alone[k] if alone else torch.empty(0) for k in keys})
-    out["own_failed"], out["alone_failed"] = torch.tensor(int(own is None)), torch.tensor(int(alone is None))
+    out.update({f"alone_{k}": substituted[k] if substituted else torch.empty(0) for k in keys
+                if substituted is None or k in substituted})
+    out["own_failed"], out["alone_failed"] = torch.tensor(int(own is None)), torch.tensor(int(substituted is None))
     return out
 
 

@@ -45,8 +45,8 @@ from transformer_course.generate import generate
 from transformer_course.model import TransformerLM
 from transformer_course.positions import RopeScaling, rope_cos_sin, rope_inv_freq
 
-from .base import (StudentError, call, diagnose, explain, finite_number, mismatch, on_its_own, randomness,
-                   register, seeded)
+from .base import (StudentError, call, diagnose, explain, finite_number, mismatch, on_its_own, own_and_alone,
+                   randomness, register, seeded)
 
 MODEL = "course-llama"
 KINDS = ("linear", "ntk")
@@ -288,27 +288,6 @@ def _scale_everything(student, p, *, logits: bool = True):
     return out
 
 
-def _own_and_alone(student, compute, **references):
-    """``compute(True)`` with the student's earlier parts and ``compute(False)`` with ``references`` substituted:
-    the keys of the second run are prefixed ``alone_``. A run that raises is flagged (``own_failed``,
-    ``alone_failed``) and its outputs left empty; when both raise, the student's own error is the one reported."""
-    try:
-        with student.substitute(**references):
-            alone = compute(False)
-    except Exception:  # noqa: BLE001 - the student's own run reports its error if it fails as well
-        alone = None
-    try:
-        own, own_error = compute(True), None
-    except Exception as err:  # noqa: BLE001
-        own, own_error = None, err
-    if own is None and alone is None:
-        raise own_error
-    out = {k: own[k] if own else torch.empty(0) for k in SCALING_OUTPUTS}
-    out.update({f"alone_{k}": alone[k] if alone else torch.empty(0) for k in SCALING_OUTPUTS if k not in KINDS})
-    out["own_failed"], out["alone_failed"] = torch.tensor(int(own is None)), torch.tensor(int(alone is None))
-    return out
-
-
 def _tables(L: int, table_freq, held_freq, *, layout="half", cos_freq=None, sin_freq=None) -> torch.Tensor:
     """What a RoPE module gives (``_reads``) whose tables hold ``table_freq`` (cos from ``cos_freq``, sin from
     ``sin_freq`` where given, in ``layout``) and whose inv_freq is ``held_freq``."""
@@ -453,9 +432,10 @@ def _judge_scaling_set(got, p, model, want_logits):
 class ApplyScaling:
     @staticmethod
     def run(student, p):
-        return _own_and_alone(student, lambda logits: _scale_everything(student, p, logits=logits),
-                              interpolated_inv_freq=reference_interpolated_inv_freq,
-                              ntk_inv_freq=reference_ntk_inv_freq)
+        return own_and_alone(student, lambda: _scale_everything(student, p),
+                             alone=lambda: _scale_everything(student, p, logits=False), keys=SCALING_OUTPUTS,
+                             interpolated_inv_freq=reference_interpolated_inv_freq,
+                             ntk_inv_freq=reference_ntk_inv_freq)
 
     @staticmethod
     def judge(got, p):
