@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import math
 from pathlib import Path
@@ -33,7 +32,7 @@ from .data import load_split, long_documents
 from .evaluate import loss_by_position, passkey_accuracy, with_rope_scaling
 from .config import RopeScaling
 from .passkey_training import DEPTHS
-from .results import machine_info
+from .results import machine_info, write
 from .train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -233,18 +232,12 @@ def _length_axis(ax, lengths) -> None:
 
 def write_budget(out_dir: str = "results", **kwargs) -> Path:
     """Run ``fine_tune_budget`` and write ``long_context_budget-cpu.json`` into ``out_dir``."""
-    path = Path(out_dir) / "long_context_budget-cpu.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fine_tune_budget(**kwargs), indent=1) + "\n")
-    return path
+    return write(fine_tune_budget(**kwargs), "long_context_budget-cpu", out_dir)
 
 
 def write_study(out_dir: str = "results", **kwargs) -> Path:
     """Run the study and write ``long_context-cpu.json`` and its plot into ``out_dir``."""
     results = run_study(**kwargs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "long_context-cpu.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, out / "long_context-cpu.png")
+    path = write(results, "long_context-cpu", out_dir)
+    plot(results, path.with_suffix(".png"))
     return path

@@ -17,7 +17,6 @@ minutes.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Optional, Sequence
 import torch
 
 from .data import load_split
-from .results import machine_info
+from .results import machine_info, write
 from .train import TrainConfig, train
 
 NAME = "norm_placement-cpu"
@@ -104,7 +103,4 @@ def write_norm_study(out_dir: str = "results", command: str = "", *,
     out = {"machine": machine_info(), "command": command, "setup": setup,
            "unigram_bits_per_byte": unigram, "seconds": round(time.perf_counter() - began, 1),
            "cpu_seconds": round(time.process_time() - cpu_began, 1), "runs": runs}
-    path = Path(out_dir) / f"{NAME}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    return path
+    return write(out, NAME, out_dir)

@@ -10,14 +10,13 @@ in the depths and lengths it fails at.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import load_checkpoint
 from .evaluate import passkey_accuracy
 from .pretrained import resolve, stages
-from .results import machine_info
+from .results import machine_info, write
 
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the key is: 0 right after the intro, 1 just before the question
 TRIALS = 20  # seeded prompts per depth: 100 at the training length (the model card's figure; tests re-measure it)
@@ -44,8 +43,5 @@ def measure_run(name: str) -> dict:
 
 def write_runs(folders: Sequence[str], out_dir: str = "results", command: str = "") -> Path:
     """Measure every folder and write ``passkey_runs-cpu.json`` into ``out_dir``."""
-    path = Path(out_dir) / "passkey_runs-cpu.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     runs = [measure_run(f) for f in folders]
-    path.write_text(json.dumps({"machine": machine_info(), "command": command, "runs": runs}, indent=1) + "\n")
-    return path
+    return write({"machine": machine_info(), "command": command, "runs": runs}, "passkey_runs-cpu", out_dir)

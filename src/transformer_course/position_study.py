@@ -18,7 +18,6 @@ draw where each model breaks down. The unigram baseline (byte frequencies only) 
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch import Tensor
 from .baselines import unigram_bits_per_byte
 from .data import load_split, random_batch
 from .model import TransformerLM
-from .results import machine_info
+from .results import machine_info, write
 from .train import TrainConfig, train
 
 SCHEMES = ("none", "learned", "sinusoidal", "rope", "alibi")
@@ -129,8 +128,5 @@ def write_position_study(out_dir: str = "results", command: str = "", **kwargs) 
     """Run ``run_study(**kwargs)`` and write ``positional_schemes-cpu.json`` with the machine and command."""
     began = time.perf_counter()
     study = run_study(**kwargs)
-    path = Path(out_dir) / NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {"machine": machine_info(), "command": command, "seconds": time.perf_counter() - began, **study}
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
+    return write(record, NAME, out_dir)

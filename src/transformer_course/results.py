@@ -35,6 +35,14 @@ def load(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def write(record: dict, name: str, out_dir="results") -> Path:
+    """Write ``record`` as ``<out_dir>/<name>.json`` (the folder made if need be); returns the path."""
+    path = Path(out_dir) / (name if name.endswith(".json") else f"{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
 def available() -> list:
     return sorted(p.stem for p in directory().glob("*.json"))
 

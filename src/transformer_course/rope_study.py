@@ -16,7 +16,6 @@ records the machine and the command, as every results file does.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,7 +24,7 @@ from .config import RopeScaling
 from .data import long_documents
 from .evaluate import with_rope_scaling
 from .long_context import losses_at
-from .results import machine_info
+from .results import machine_info, write
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +70,4 @@ def rope_study(model_name: str = "course-llama", multiples: Sequence[int] = (2, 
 
 def write_rope_study(out_dir: str = "results", command: str = "", **kwargs) -> Path:
     """Run ``rope_study(**kwargs)`` and write ``<out_dir>/rope_study-cpu.json``; returns the path."""
-    study = rope_study(command=command, **kwargs)
-    path = Path(out_dir) / "rope_study-cpu.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(study, indent=1) + "\n")
-    return path
+    return write(rope_study(command=command, **kwargs), "rope_study-cpu", out_dir)
