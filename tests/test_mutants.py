@@ -3,8 +3,8 @@ named, and every correct answer written differently from the solutions keeps ful
 
 Each mutant is a copy of a solution notebook with one realistic mistake, graded in this process (the fast
 tier: the same steps, checks and verdicts as ``python -m autograder grade``, without the sandbox, which
-``test_grading.py`` and ``test_hostile.py`` test on whole batches). Exercise 1's mutants, which train a model
-each, are in ``test_mutants_ex1.py``, so that the two files run on two workers."""
+``test_grading.py`` and ``test_hostile.py`` test on whole batches). Exercise 1's mutants are in
+``test_mutants_ex1.py``. Each test is handed to whichever worker is free (tests/conftest.py)."""
 from __future__ import annotations
 
 import pytest

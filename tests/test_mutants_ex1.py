@@ -1,5 +1,5 @@
-"""Exercise 1's mutants (see ``test_mutants.py``): each trains the student's model in ex1.train, so they have a
-file, and a worker, of their own."""
+"""Exercise 1's mutants (see ``test_mutants.py``), in a file of their own: ex1.train trains the student's model,
+and only the mutants of the TransformerLM cell train it afresh (``grading_helpers.reusing_costly_runs``)."""
 from __future__ import annotations
 
 import pytest
