@@ -10,6 +10,7 @@ import ast
 import functools
 import json
 import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,18 @@ ASSIGNMENTS = ("ex1_transformer", "ex2_gqa", "ex3_rope", "ex4_kv_cache", "ex5_co
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 PYTHON_CELL_MAGICS = ("time", "timeit", "capture", "prun")  # cell magics that run their body as Python
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")  # nbgrader's regions
+
+
+_AST_LOCK = threading.Lock()
+
+
+def parse_python(source: str) -> ast.Module:
+    """``ast.parse``, one thread at a time. The grader judges notebooks in threads (``grade_folder(jobs=...)``),
+    and CPython 3.11's syntax-tree constructor keeps its recursion depth in state that the threads share: a
+    thread switch inside it (a finaliser run by the garbage collector) raises a spurious "SystemError: AST
+    constructor recursion depth mismatch" (reproduced by tests/test_review.py on Python 3.11.7)."""
+    with _AST_LOCK:
+        return ast.parse(source)
 
 
 class NotebookError(Exception):
@@ -75,7 +88,7 @@ def parse_test_cell(source: str, where: str) -> List[Call]:
     """The check calls of a test cell. Only ``from autograder import check`` and ``check("name",
     globals(), key=literal, ...)`` are allowed, so that the command can run them without running the cell."""
     calls = []
-    for node in ast.parse(source).body:
+    for node in parse_python(source).body:
         if isinstance(node, ast.ImportFrom) and node.module == "autograder":
             continue
         ok = (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)

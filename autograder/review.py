@@ -71,7 +71,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from .notebook import python_source
+from .notebook import parse_python, python_source
 
 
 @dataclass(frozen=True)
@@ -316,7 +316,7 @@ def _parse(source: str) -> Optional[ast.Module]:
     """The cell's syntax tree, of the code the runner runs (``notebook.python_source``: IPython's own
     input transformer); None when it does not parse (the runner reports that)."""
     try:
-        return ast.parse(python_source(source))
+        return parse_python(python_source(source))
     except (SyntaxError, ValueError, MemoryError):
         return None
     except RecursionError:

@@ -597,3 +597,49 @@ def test_notebooks_are_read_and_validated_by_nbformat(tmp_path):
     path.write_text(json.dumps(broken))
     with pytest.raises(NotebookError, match="not a valid notebook.*save it again"):
         load_json(path)
+
+
+def test_the_grader_parses_code_safely_from_several_threads():
+    """``grade_folder(jobs=2)`` reviews notebooks in threads. Python 3.11's ``ast.parse`` is not safe there: a
+    thread switch inside its tree constructor (here forced by finalisers the garbage collector runs, with a
+    tiny switch interval) raises "SystemError: AST constructor recursion depth mismatch". ``parse_python`` is
+    what the grader calls; ``ast.parse`` itself, under the same load, is the control that shows the load bites."""
+    import sys
+    import threading
+
+    from autograder.notebook import parse_python
+
+    source = "\n".join(f"def f{i}(a, b):\n    return [x * (a + b) for x in range({i}) if x % 2]" for i in range(100))
+
+    class Finalised:
+        def __del__(self):
+            sum(range(50))
+
+    def errors(parse) -> list:
+        found = []
+
+        def work():
+            for _ in range(60):
+                for _ in range(50):
+                    garbage = Finalised()
+                    garbage.cycle = garbage  # freed by the collector, in whichever thread runs it
+                try:
+                    parse(source)
+                except SystemError as err:
+                    found.append(str(err))
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
+        return found
+
+    assert errors(parse_python) == []
+    if sys.version_info[:2] == (3, 11):
+        assert errors(ast.parse), "the control raised nothing: the load no longer reproduces the race"
