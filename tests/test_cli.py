@@ -63,7 +63,8 @@ def test_train_command_writes_a_checkpoint_and_resumes(tmp_path, capsys):
     args = ["train", "--steps", "3", "--batch-size", "2", "--seq-len", "16", "--eval-interval", "3", "--eval-batches", "1",
             "--set", "n_layer=1", "--set", "context_length=32", "--rope-scaling", "linear:2:16", "--out-dir", str(out)]
     assert main(args) == 0
-    assert "final validation loss" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "final validation loss" in printed and "bits per byte" in printed and "nats" not in printed, printed
     assert {"model.safetensors", "config.json", "train_state.pt", "summary.json"} <= {p.name for p in out.iterdir()}
     from transformer_course.checkpoint import load_checkpoint
     config = load_checkpoint(out).config

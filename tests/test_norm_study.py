@@ -4,13 +4,9 @@ import math
 
 import torch
 
-from transformer_course.norm_study import PLACEMENTS, byte_entropy_bits, run_config, write_norm_study
+from transformer_course.baselines import byte_entropy_bits
+from transformer_course.norm_study import PLACEMENTS, run_config, write_norm_study
 from transformer_course.train import lr_at
-
-
-def test_byte_entropy_is_in_bits():
-    assert math.isclose(byte_entropy_bits(torch.tensor([1, 2, 3, 4] * 10, dtype=torch.uint8)), 2.0)
-    assert byte_entropy_bits(torch.full((50,), 7, dtype=torch.uint8)) == 0.0
 
 
 def test_runs_have_no_warm_up_and_a_constant_learning_rate():

@@ -2,6 +2,7 @@
 
     train, val = load_split("train"), load_split("val")
     unigram_bits_per_byte(train, val)          # byte frequencies only
+    byte_entropy_bits(train)                   # the entropy of those frequencies, on the same bytes
     ngram_bits_per_byte(train, val, order=5)   # the previous 4 bytes, Witten-Bell smoothed
 
 Both return bits per byte on ``val``, the unit of ``evaluate`` (``loss / ln 2`` with the byte tokenizer),
@@ -49,6 +50,14 @@ def unigram_bits_per_byte(train: Bytes, val: Bytes) -> float:
     """Cross-entropy on ``val`` in bits per byte of add-one-smoothed byte frequencies from ``train``."""
     train, val = _as_bytes(train, "train"), _as_bytes(val, "val", nonempty=True)
     return _bits_per_byte(_unigram(train)[val])
+
+
+def byte_entropy_bits(data: Bytes) -> float:
+    """Entropy of the byte frequencies of ``data``, in bits per byte: the loss of the best context-free model
+    of ``data`` itself (no smoothing, no held-out bytes; ``unigram_bits_per_byte`` is the held-out version)."""
+    counts = np.bincount(_as_bytes(data, "data", nonempty=True), minlength=256)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
 
 
 def ngram_bits_per_byte(train: Bytes, val: Bytes, order: int) -> float:

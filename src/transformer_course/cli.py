@@ -63,8 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.rope_scaling:
         model["rope_scaling"] = _parse_rope_scaling(args.rope_scaling)
     result = train(TrainConfig(model=model, **kwargs), resume=args.resume)
-    print(f"final validation loss {result.val_loss:.4f} nats/byte = {result.val_loss / math.log(2):.4f} "
-          f"bits/byte after {result.seconds / 60:.1f} min" + (f"; checkpoint in {args.out_dir}" if args.out_dir else ""))
+    where = f"; checkpoint in {args.out_dir}" if args.out_dir else ""
+    print(f"final validation loss {result.val_loss / math.log(2):.4f} bits per byte "
+          f"after {result.seconds / 60:.1f} min{where}")
     return 0
 
 

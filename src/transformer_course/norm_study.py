@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .baselines import byte_entropy_bits
 from .data import load_split
 from .results import machine_info, write
 from .train import TrainConfig, train
@@ -37,13 +38,6 @@ BATCH_SIZE = 8
 EVAL_INTERVAL = 25
 EVAL_BATCHES = 4
 SEED = 0
-
-
-def byte_entropy_bits(data: torch.Tensor) -> float:
-    """Entropy of the byte frequencies of ``data``, in bits per byte: the loss of the best context-free model."""
-    counts = torch.bincount(data.long(), minlength=256).double()
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * p.log2()).sum())
 
 
 def run_config(placement: str, lr: float, *, steps: int = STEPS, model: Optional[dict] = None,
