@@ -110,3 +110,12 @@ def test_the_pytest_plugin_and_the_grader_package_import_no_torch():
             "print(sorted(m for m in ('torch', 'autograder.checks', 'transformer_course') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_reading_a_notebook_builds_no_iri_parsers():
+    """tasks.py removes rfc3987-syntax after the install: with it, importing jsonschema (nbformat's validator,
+    so every nbgrader command, the grader and the book build) builds about 25 Earley parsers, 1.7 s each time."""
+    code = "import sys, nbformat.validator; print('rfc3987_syntax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", ("rfc3987-syntax is installed again (a later pip install brought it back): "
+                                    f"{sys.executable} -m pip uninstall rfc3987-syntax")
