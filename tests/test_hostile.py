@@ -10,6 +10,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,10 +177,24 @@ def test_reports_are_safe_to_open(batch):
     assert class_report(batch["results"]) == report
 
 
-def test_grading_the_same_folder_again_gives_the_same_scores(batch, tmp_path):
-    again = grade_folder(batch["out"].parent / "submitted", jobs=2)
-    assert [(r.student, r.assignment, r.points) for r in again] == \
-        [(r.student, r.assignment, r.points) for r in batch["results"]]
+# The attacks that write (files, the Python path, the grader's own modules) or patch what a later grading may
+# read: the ones that could make a second grading differ from the first. The others read or print.
+PERSISTENT = ("registry", "patch_torch", "dynamic_import", "overwrites_a_victim", "plants_a_pth", "rewrites_the_checks",
+              "rewrites_the_package", "fills_tmp")
+
+
+def test_grading_the_same_notebooks_again_gives_the_same_scores(batch, tmp_path):
+    """Honest work, the untouched release and every attack that could leave something behind, graded again
+    after the whole batch: the same points, part by part."""
+    students = ("honest", "untouched", *PERSISTENT)
+    for student in students:
+        src = batch["out"].parent / "submitted" / student / A / f"{A}.ipynb"
+        write(tmp_path, student, A, json.loads(src.read_text()))
+    again = by_student(grade_folder(tmp_path, jobs=2))
+    for student in students:
+        first, second = batch["table"][student][A], again[student][A]
+        assert [(p.grade_id, p.points) for p in second.parts] == [(p.grade_id, p.points) for p in first.parts], \
+            (student, _text(second))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,6 +224,9 @@ def nbgrader_attacks() -> dict:
 # attacks run again: the ones on state that outlives a notebook (the checks' registry, torch, files the next
 # notebook reads, the Python path) and on the report. nbgrader's own machinery gets the attacks below.
 NBGRADER_ATTACKS = ("registry", "patch_torch", "rewrites_the_checks", "plants_a_pth", "overwrites_a_victim", "fence")
+# Graded a second time: honest work, the attacks that write or patch, and those on the gradebook's metadata.
+NBGRADER_REGRADED = ("honest", "registry", "patch_torch", "rewrites_the_checks", "plants_a_pth", "overwrites_a_victim",
+                     "extra_grade_cell", "schema_version", "inflated_points")
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +253,16 @@ def nbgrader_batch(tmp_path_factory, batch):
 
     log = run_nbgrader("autograde", A, "--force", env=env, check=False, timeout=1200)
     first = automatic_points()
+    between = time.time()
     write(submitted, "late", A, release(A))  # the probe: graded after everything above
-    run_nbgrader("autograde", A, "--force", env=env, check=False, timeout=1200)  # the whole folder again, the probe included
-    return {"log": log, "first": first, "auto": automatic_points(), "course": course}
+    # Again, the probe included: everyone but the notebooks that only read or print (their second grading
+    # could not differ); those keep their first rows, which must survive the second batch too.
+    skip = ",".join(s for s in [*students, *nbgrader_attacks(), "linker"] if s not in NBGRADER_REGRADED)
+    run_nbgrader("autograde", A, "--force", f"--CourseDirectory.student_id_exclude={skip}", env=env, check=False,
+                 timeout=1200)
+    autograded = {p.parts[-3]: p.stat().st_mtime for p in (course / "autograded").glob(f"*/{A}/{A}.ipynb")}
+    return {"log": log, "first": first, "auto": automatic_points(), "course": course,
+            "regraded": {s for s, when in autograded.items() if when > between}}
 
 
 def test_nbgrader_grades_every_submission_and_the_batch_goes_on(nbgrader_batch, batch):
@@ -260,5 +285,6 @@ def test_nbgrader_attacks_score_no_more_than_honest_work(nbgrader_batch, batch):
 
 
 def test_nbgrader_grading_the_same_folder_again_gives_the_same_scores(nbgrader_batch):
+    assert nbgrader_batch["regraded"] == {*NBGRADER_REGRADED, "late"}, nbgrader_batch["regraded"]
     again = {s: v for s, v in nbgrader_batch["auto"].items() if s != "late"}
     assert again == nbgrader_batch["first"]
