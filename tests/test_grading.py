@@ -23,9 +23,12 @@ from grading_helpers import (REPO, tool_env, answer_cells, by_student, index_of,
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # one module-wide batch is graded in the first test
 PY = sys.executable
 BASE = "ex3_rope"  # the exercise the broken notebooks are made from (the quickest to run: about 2 s)
-# Shorter than the default, so that the infinite loop costs less, and still above the slowest honest cell: ex1.train
-# trains twice, 8 s on a slow 2-core machine and more while the other worker runs (10 s was too little there).
+# Shorter than the default and still above the slowest honest cell: ex1.train trains twice, 8 s on a slow 2-core
+# machine and more while the other worker runs (10 s was too little there).
 LIMITS = Limits(cell_seconds=30, wall_seconds=120)
+# BASE's batch (its solution, its release and every broken notebook): its slowest honest cell takes under 1 s, so
+# the infinite loop is stopped sooner.
+BASE_LIMITS = Limits(cell_seconds=10, wall_seconds=120)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -131,19 +134,20 @@ def _broken_notebooks(gradebook: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    """Every solution (student 'model'), every release ('empty') and every broken notebook, one batch."""
+    """Every solution (student 'model') and every release ('empty'); BASE's and every broken notebook (made from
+    BASE) are one batch, the other exercises' another, under limits that fit their slowest honest cell."""
     root = tmp_path_factory.mktemp("course")
-    submitted, private = root / "submitted", root / "private"
+    submitted, others, private = root / "submitted", root / "others", root / "private"
     private.mkdir()
     (private / "gradebook.db").write_text("grades")
     for a in ASSIGNMENTS:
-        write(submitted, "model", a, solution(a))
-        write(submitted, "empty", a, release(a))
+        write(submitted if a == BASE else others, "model", a, solution(a))
+        write(submitted if a == BASE else others, "empty", a, release(a))
     broken = _broken_notebooks(private / "gradebook.db")
     for name, (nb, filename) in broken.items():
         write(submitted, name, BASE, nb, filename or "")
     before = _hashes(submitted)
-    results = grade_folder(submitted, jobs=2, limits=LIMITS)
+    results = grade_folder(submitted, jobs=2, limits=BASE_LIMITS) + grade_folder(others, jobs=2, limits=LIMITS)
     return {"results": results, "table": by_student(results), "submitted": submitted, "before": before,
             "broken": set(broken),
             "max": {a: load_assignment(a).auto_points for a in ASSIGNMENTS}, "private": private}
